@@ -1,0 +1,1 @@
+"""Boards: one thin file per FPGA board, plus the Verilator simulation board."""

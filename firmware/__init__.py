@@ -1,0 +1,1 @@
+"""Firmware (C) for the soft CPU, and its build."""

@@ -1,0 +1,1 @@
+"""Migen gateware: B-ROM banks fused with MAC lanes, LoRA/KV SRAM units, vector unit, sequencer."""

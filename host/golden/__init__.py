@@ -1,0 +1,1 @@
+"""The golden model: the exact integer definition of what the accelerator computes."""

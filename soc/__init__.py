@@ -1,0 +1,1 @@
+"""The LiteX SoC around the accelerator, and the single configuration source."""
