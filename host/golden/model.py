@@ -74,7 +74,7 @@ class GoldenModel:
     def embed_tokens(self, tokens):
         e = self.embed
         q = e.codes[tokens].astype(np.int64).reshape(len(tokens), -1, GROUP)
-        v = (q * e.dq[tokens][:, :, None]).reshape(len(tokens), -1)
+        v = (q * e.dq[tokens][:, :, None] + e.mq[tokens][:, :, None]).reshape(len(tokens), -1)
         sh = (e.er[tokens] + VEC_FRAC)[:, None]
         return saturate(np.where(sh >= 0, np.left_shift(v, np.maximum(sh, 0)), rshift_round(v, np.maximum(-sh, 0))))
 

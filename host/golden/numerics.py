@@ -35,29 +35,17 @@ ACC_BITS = 64
 
 def rshift_round(x, s):
     """Round-half-up arithmetic right shift by s >= 0 (elementwise; s may be an array)."""
-    x = np.asarray(x, dtype=np.int64)
-    s = np.asarray(s, dtype=np.int64)
-    half = np.where(s > 0, np.left_shift(np.int64(1), np.maximum(s - 1, 0)), 0)
-    return np.right_shift(x + half, s)
+    return np.right_shift(x + np.right_shift(np.left_shift(np.int64(1), s), 1), s)
 
 
 def saturate(x, bits=VEC_BITS):
     lim = (1 << (bits - 1)) - 1
-    return np.clip(x, -lim, lim)
+    return np.minimum(np.maximum(x, -lim), lim)
 
 
 def bit_length(x):
-    """Number of bits of |x| (0 for 0), elementwise on int64."""
-    a = np.abs(np.asarray(x, dtype=np.int64))
-    out = np.zeros(a.shape, dtype=np.int64)
-    nz = a > 0
-    out[nz] = np.floor(np.log2(a[nz].astype(np.float64))).astype(np.int64) + 1
-    # float log2 can be off by one just below a power of two: correct exactly
-    hi = nz & (np.left_shift(np.int64(1), np.maximum(out - 1, 0)) > a)
-    out[hi] -= 1
-    lo = nz & (np.left_shift(np.int64(1), out) <= a)
-    out[lo] += 1
-    return out
+    """Number of bits of |x| (0 for 0), elementwise; exact through frexp for |x| < 2**53."""
+    return np.frexp(np.abs(np.asarray(x, dtype=np.int64)).astype(np.float64))[1].astype(np.int64)
 
 
 def quantize_act(x):
@@ -68,7 +56,7 @@ def quantize_act(x):
     x = np.asarray(x, dtype=np.int64)
     g = x.reshape(*x.shape[:-1], x.shape[-1] // GROUP, GROUP)
     sh = np.maximum(bit_length(np.abs(g).max(axis=-1)) - (ACT_BITS - 1), 0)
-    qa = np.clip(rshift_round(g, sh[..., None]), -ACT_MAX, ACT_MAX)
+    qa = np.minimum(np.maximum(rshift_round(g, sh[..., None]), -ACT_MAX), ACT_MAX)
     return qa.reshape(x.shape), sh - VEC_FRAC
 
 
@@ -84,7 +72,11 @@ def group_terms_to_vector(T, exp, axis=-1):
     np.floor(scaled, out=scaled)
     if scaled.size and np.abs(scaled).max() * scaled.shape[axis] >= 2.0 ** 53:
         raise OverflowError("accumulator exceeds 2**53: the float64 evaluation would not be exact")
-    acc = scaled.sum(axis=axis)
+    return accumulator_to_vector(scaled.sum(axis=axis))
+
+
+def accumulator_to_vector(acc):
+    """Accumulator (ACC_FRAC fractional bits, integer-valued) -> vector format, rounded and saturated."""
     return saturate(rshift_round(acc.astype(np.int64), ACC_FRAC - VEC_FRAC))
 
 
