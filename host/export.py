@@ -127,8 +127,9 @@ def _banked(writer, prefix, mats, lanes):
 def numerics_constants():
     names = ["GROUP", "VEC_FRAC", "VEC_BITS", "ACT_BITS", "ACT_MAX", "SCALE_BITS", "ACC_FRAC"]
     consts = {k: getattr(N, k) for k in names}
-    for k in ["NORM_IN_BITS", "NORM_INV_FRAC", "GAMMA_FRAC", "ROPE_FRAC", "EXP_FRAC", "EXP_TABLE_BITS",
-              "LOG2E_Q", "PROB_FRAC", "RECIP_BITS", "SIG_FRAC", "SIG_STEP_BITS", "SIG_RANGE"]:
+    for k in ["MANT_BITS", "TABLE_BITS", "RSQRT_FRAC", "RECIP_FRAC", "NORM_IN_BITS", "GAMMA_FRAC", "MEAN_FRAC",
+              "ROPE_FRAC", "EXP_FRAC", "EXP_TABLE_BITS", "LOG2E_Q", "PROB_FRAC", "SIG_FRAC", "SIG_STEP_BITS",
+              "SIG_RANGE"]:
         consts[k] = getattr(F, k)
     return consts
 
@@ -153,6 +154,7 @@ def export(model, lora, out, lanes=None, prompts=None, vectors=True, context=Non
     tables = {
         "norms": np.concatenate(norms + [F.gamma_q(model.final_norm)]),
         "rope_cos": cos, "rope_sin": sin, "exp2": F.EXP2_TABLE, "sigmoid": F.SIG_TABLE,
+        "rsqrt": F.RSQRT_TABLE, "recip": F.RECIP_TABLE,
     }
     table_meta = {}
     for k, v in tables.items():

@@ -11,10 +11,53 @@ import numpy as np
 from .numerics import (ACC_FRAC, VEC_FRAC, bit_length, group_terms_to_vector, pow2, rshift_round,
                        saturate)
 
+# Tables shared by RMSNorm and softmax: 1/sqrt and 1/x on a normalised mantissa ------------------------------
+# A positive integer v is normalised to m in [2**(MANT_BITS-2), 2**MANT_BITS) (rsqrt: even shift) or
+# [2**(MANT_BITS-1), 2**MANT_BITS) (recip); the table is indexed by m's top bits and linearly interpolated with
+# the rest. One table read and one multiply in hardware: no iterative square root or divider.
+MANT_BITS = 24
+TABLE_BITS = 10                      # index = m >> (MANT_BITS - TABLE_BITS)
+INTERP_BITS = MANT_BITS - TABLE_BITS
+RSQRT_FRAC = 40                      # RSQRT_TABLE[i] = round(2**40 / sqrt(i * 2**14))
+RECIP_FRAC = 47                      # RECIP_TABLE[i] = round(2**47 / (i * 2**14))
+_idx = np.arange(1 << TABLE_BITS, dtype=np.float64) * (1 << INTERP_BITS)
+_idx[0] = 1.0                        # unused entries (m never has so few bits)
+RSQRT_TABLE = np.rint(2.0 ** RSQRT_FRAC / np.sqrt(np.append(_idx, 2.0 ** MANT_BITS))).astype(np.int64)
+RECIP_TABLE = np.rint(2.0 ** RECIP_FRAC / np.append(_idx, 2.0 ** MANT_BITS)).astype(np.int64)
+
+
+def _interp(table, m):
+    i = np.right_shift(m, INTERP_BITS)
+    f = m & ((1 << INTERP_BITS) - 1)
+    t0 = table[i]
+    return t0 + np.right_shift((table[i + 1] - t0) * f, INTERP_BITS)
+
+
+def _normalise(v, even):
+    """v >= 1 -> (m, sh) with m = v >> sh (or << -sh) in the table's range; sh even when asked."""
+    sh = bit_length(v) - MANT_BITS
+    if even:
+        sh = sh + (sh & 1)
+    m = np.where(sh >= 0, np.right_shift(v, np.maximum(sh, 0)), np.left_shift(v, np.maximum(-sh, 0)))
+    return m, sh
+
+
+def rsqrt_q(v):
+    """(R, sh): 1/sqrt(v) ~= R * 2**-(RSQRT_FRAC + sh/2), for integer v >= 1."""
+    m, sh = _normalise(np.asarray(v, dtype=np.int64), even=True)
+    return _interp(RSQRT_TABLE, m), sh
+
+
+def recip_q(v):
+    """(R, sh): 1/v ~= R * 2**-(RECIP_FRAC + sh), for integer v >= 1."""
+    m, sh = _normalise(np.asarray(v, dtype=np.int64), even=False)
+    return _interp(RECIP_TABLE, m), sh
+
+
 # RMSNorm ------------------------------------------------------------------------------------------------
 NORM_IN_BITS = 24      # the input is pre-shifted so its largest element has at most 24 bits
-NORM_INV_FRAC = 24     # extra fractional bits of the reciprocal
 GAMMA_FRAC = 16        # norm weights as Q16
+MEAN_FRAC = 32         # 1/n as round(2**32 / n)
 
 
 def gamma_q(gamma):
@@ -29,22 +72,23 @@ def eps_q(eps):
 def rmsnorm(x, gq, epsq):
     """x (ntok, n) vector format; gq norm weights (Q16); epsq from eps_q. Returns the vector format.
 
-    e = max(0, bitlen(max|x|) - 24); xs = x >> e; ss = sum(xs**2); v = ss // n + (epsq >> 2e);
-    r = isqrt(v << 32); inv = 2**(16 + VEC_FRAC + 24) // r; y = ((xs * inv) >> 24) * gq >> 16 (rounded).
+    e  = max(0, bitlen(max|x|) - 24); xs = x >> e              (floor)
+    v  = max(1, (sum(xs**2) * round(2**32 / n)) >> 32 + (epsq >> 2e))
+    R, sh = rsqrt_q(v)                                          (table, see above)
+    y  = round(xs * R >> (RSQRT_FRAC - VEC_FRAC + sh/2));  out = round(y * gq >> 16)
     """
     x = np.asarray(x, dtype=np.int64)
     n = x.shape[-1]
-    out = np.empty_like(x)
-    for t in range(x.shape[0]):
-        e = max(0, int(bit_length(np.abs(x[t]).max())) - NORM_IN_BITS)
-        xs = x[t] >> e
-        ss = int(np.dot(xs, xs))          # < 2**48 * n: exact in int64 for n < 2**15
-        v = ss // n + (epsq >> (2 * e))
-        r = math.isqrt(v << 32)
-        inv = (1 << (16 + VEC_FRAC + NORM_INV_FRAC)) // max(r, 1)
-        y = rshift_round(xs * inv, NORM_INV_FRAC)
-        out[t] = rshift_round(y * gq, GAMMA_FRAC)
-    return saturate(out)
+    n_recip = int(round((1 << MEAN_FRAC) / n))
+    e = np.maximum(bit_length(np.abs(x).max(axis=-1)) - NORM_IN_BITS, 0)          # (ntok,)
+    xs = np.right_shift(x, e[:, None])
+    ss = (xs * xs).sum(axis=-1)                    # < 2**48 * n: exact in int64 for n < 2**15
+    # ss * n_recip needs up to 2**91: Python integers per token (one multiply per vector in hardware)
+    v = np.array([max(1, ((int(a) * n_recip) >> MEAN_FRAC) + (epsq >> (2 * int(b)))) for a, b in zip(ss, e)],
+                 dtype=np.int64)
+    R, sh = rsqrt_q(v)
+    y = rshift_round(xs * R[:, None], (RSQRT_FRAC - VEC_FRAC + sh // 2)[:, None])
+    return saturate(rshift_round(y * gq, GAMMA_FRAC))
 
 
 # RoPE ---------------------------------------------------------------------------------------------------
@@ -75,25 +119,29 @@ def rope(x, pos, cos, sin, head_dim):
 EXP_FRAC = 16          # exp results as Q16 (1.0 = 65536)
 EXP_TABLE_BITS = 10    # 2**-f sampled at 1024 points of [0, 1)
 LOG2E_Q = int(round(math.log2(math.e) * (1 << 16)))
-EXP2_TABLE = np.rint(2.0 ** (-np.arange(1 << EXP_TABLE_BITS) / (1 << EXP_TABLE_BITS)) * (1 << EXP_FRAC)
+EXP2_TABLE = np.rint(2.0 ** (-np.arange((1 << EXP_TABLE_BITS) + 1) / (1 << EXP_TABLE_BITS)) * (1 << EXP_FRAC)
                      ).astype(np.int64)
 
 
 def exp_neg(d):
     """exp(d) for d <= 0 in the vector format -> Q16 integers.
 
-    t = -(d * LOG2E) >> 16 (log2 units, VEC_FRAC fraction); n, f = integer and fraction of t;
-    result = EXP2_TABLE[f >> (VEC_FRAC - 10)] >> n (0 when n >= 32).
+    t = (-d * LOG2E_Q) >> 16 (log2 units, VEC_FRAC fraction); n, f = integer and fraction of t;
+    2**-f by EXP2_TABLE (1025 entries) indexed by f's top 10 bits, linearly interpolated with the low 10;
+    result = that >> n (0 when n >= 32).
     """
     t = np.right_shift(-np.asarray(d, dtype=np.int64) * LOG2E_Q, 16)
     n = np.right_shift(t, VEC_FRAC)
-    f = np.right_shift(t & ((1 << VEC_FRAC) - 1), VEC_FRAC - EXP_TABLE_BITS)
-    return np.where(n >= 32, 0, np.right_shift(EXP2_TABLE[f], np.minimum(n, 63)))
+    low = VEC_FRAC - EXP_TABLE_BITS
+    f = t & ((1 << VEC_FRAC) - 1)
+    i = np.right_shift(f, low)
+    t0 = EXP2_TABLE[i]
+    v = t0 + np.right_shift((EXP2_TABLE[i + 1] - t0) * (f & ((1 << low) - 1)), low)
+    return np.where(n >= 32, 0, np.right_shift(v, np.minimum(n, 63)))
 
 
 # Attention -----------------------------------------------------------------------------------------------
 PROB_FRAC = 20         # softmax probabilities in Q20
-RECIP_BITS = 48
 
 
 def attn_scale_q(head_dim):
@@ -113,12 +161,15 @@ def attention_scores(qq, qe, kq, ke, scale_q):
 
 
 def softmax(scores):
-    """scores (H, P) vector format -> probabilities (H, P) in Q20 (exp via EXP2_TABLE, one reciprocal)."""
+    """scores (H, P) vector format -> probabilities (H, P) in Q20.
+
+    e = exp_neg(s - max) (Q16); z = sum(e) >= 2**16; R, sh = recip_q(z); p = round(e * R >> (RECIP_FRAC + sh - 20)).
+    """
     d = scores - scores.max(axis=-1, keepdims=True)
     e = exp_neg(d)
     z = e.sum(axis=-1, keepdims=True)
-    recip = np.right_shift(np.int64(1) << RECIP_BITS, 0) // z
-    return np.right_shift(e * recip, RECIP_BITS - PROB_FRAC)
+    R, sh = recip_q(z)
+    return rshift_round(e * R, RECIP_FRAC + sh - PROB_FRAC)
 
 
 def attention_values(p, vq, ve):
