@@ -76,8 +76,6 @@ def test_golden_model_runs():
     assert g.step([4], st).shape == (512,) and st.pos == 4
 
 
-@pytest.mark.xfail(strict=True, reason="golden embed_tokens drops the per-group offset mq of unsigned codes "
-                                       "(host/golden/model.py); remove this marker once it adds q*dq + mq")
 def test_golden_embedding_matches_dequantized():
     m = tiny_model("tiny-260k")
     g = GoldenModel(m)
