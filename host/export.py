@@ -96,8 +96,11 @@ class _Writer:
         self.files[rel] = hashlib.sha256(data).hexdigest()
 
 
-def _banked(writer, prefix, mats, lanes):
-    """Write codes/scales/rowexp per bank for a list of (name, DeviceMatrix); returns the matrix table."""
+def bank_layout(mats, lanes):
+    """Per-bank bytes of codes, scales and row exponents for (name, DeviceMatrix) pairs, and the matrix table.
+
+    The one definition of the ROM layout: export writes it, the gateware build reads it back.
+    """
     table, word_off, row_off = [], 0, 0
     codes = [[] for _ in range(lanes)]
     scales = [[] for _ in range(lanes)]
@@ -108,8 +111,7 @@ def _banked(writer, prefix, mats, lanes):
         for b in range(lanes):
             sel = slice(b, rows, lanes)
             codes[b].append(pack_codes(dm.codes[sel], dm.bits))
-            sc = np.stack([dm.dq[sel], dm.mq[sel]], axis=-1).astype("<i2")
-            scales[b].append(sc.tobytes())
+            scales[b].append(np.stack([dm.dq[sel], dm.mq[sel]], axis=-1).astype("<i2").tobytes())
             exps[b].append(dm.er[sel].astype("i1").tobytes())
         per_bank = rows // lanes
         table.append({"name": name, "rows": rows, "cols": cols, "bits": dm.bits, "signed": dm.signed,
@@ -117,11 +119,18 @@ def _banked(writer, prefix, mats, lanes):
                       "row_offset": row_off})
         word_off += per_bank * groups
         row_off += per_bank
+    join = lambda parts: [b"".join(p) for p in parts]  # noqa: E731
+    return join(codes), join(scales), join(exps), table, word_off
+
+
+def _banked(writer, prefix, mats, lanes):
+    """Write codes/scales/rowexp per bank; returns the matrix table and the words per bank."""
+    codes, scales, exps, table, words = bank_layout(mats, lanes)
     for b in range(lanes):
-        writer.put(f"{prefix}rom/bank_{b:03d}.bin", b"".join(codes[b]))
-        writer.put(f"{prefix}scales/bank_{b:03d}.bin", b"".join(scales[b]))
-        writer.put(f"{prefix}rowexp/bank_{b:03d}.bin", b"".join(exps[b]))
-    return table, word_off
+        writer.put(f"{prefix}rom/bank_{b:03d}.bin", codes[b])
+        writer.put(f"{prefix}scales/bank_{b:03d}.bin", scales[b])
+        writer.put(f"{prefix}rowexp/bank_{b:03d}.bin", exps[b])
+    return table, words
 
 
 def numerics_constants():

@@ -1,0 +1,151 @@
+"""The L-unit: B-ROM banks fused with MAC lanes, an activation buffer broadcast to all of them, and the
+sequencer that streams one GEMV (a matrix of the export's matrix table) through them without bubbles.
+
+Lane b holds rows r = b, b + lanes, ...; all lanes share addresses, so one sequencer drives them all:
+  ROM word     = (word_base + row * groups + group) * beats + beat
+  scale entry  = word_base + row * groups + group
+  row exponent = row_base + row
+  activation   = group * beats + beat  (macs_per_lane mantissas), side info (ea, S) per group
+Results leave on `out` (one value per lane) with `out_row`, the row index within the banks.
+"""
+
+from migen import *
+
+from .mac_lane import MACLane, PIPELINE_CYCLES
+
+READ_LATENCY = 1    # synchronous block-RAM reads
+
+
+def _signed(v, bits):
+    v &= (1 << bits) - 1
+    return v - (1 << bits) if v >> (bits - 1) else v
+
+
+class ActivationBuffer(Module):
+    """Quantized GEMV input: mantissas (macs_per_lane per word) and per group (ea, S); one write port each."""
+
+    def __init__(self, cfg, max_cols):
+        M = cfg.macs_per_lane
+        groups = max_cols // 32
+        self.mant = Memory(M * cfg.act_bits, groups * cfg.beats_per_group)
+        self.side = Memory(cfg.exp_bits + cfg.group_sum_bits, groups)
+        self.mant_r = self.mant.get_port()
+        self.side_r = self.side.get_port()
+        self.mant_w = self.mant.get_port(write_capable=True)
+        self.side_w = self.side.get_port(write_capable=True)
+        self.specials += self.mant, self.side, self.mant_r, self.side_r, self.mant_w, self.side_w
+
+
+class GEMVUnit(Module):
+    def __init__(self, cfg, images, max_cols):
+        lanes = cfg.lanes
+        assert len(images) == lanes
+        M, beats = cfg.macs_per_lane, cfg.beats_per_group
+        # command interface ---------------------------------------------------------------------------
+        self.word_base = Signal(24)     # first group index of the matrix in every bank
+        self.row_base = Signal(16)
+        self.rows = Signal(16)          # rows per bank
+        self.groups = Signal(12)        # groups per row (cols / 32)
+        self.start = Signal()
+        self.busy = Signal()
+        self.done = Signal()            # one-cycle pulse when the last row has left the pipeline
+        # results ---------------------------------------------------------------------------------------
+        self.out_valid = Signal()
+        self.out_row = Signal(16)
+        self.out = [Signal((cfg.vec_bits, True)) for _ in range(lanes)]
+        # performance counters (cycles) -----------------------------------------------------------------
+        self.cnt_busy = Signal(32)
+        self.cnt_mac = Signal(32)       # cycles in which the lanes multiplied
+
+        # # #
+
+        self.submodules.act = act = ActivationBuffer(cfg, max_cols)
+
+        # sequencer: row, group, beat counters ------------------------------------------------------------
+        row, grp, beat = Signal(16), Signal(12), Signal(8)
+        issuing = Signal()
+        widx = Signal(24)               # group index within the bank
+        first_beat, last_beat = Signal(), Signal()
+        first_group, last_group = Signal(), Signal()
+        last_all = Signal()
+        self.comb += [
+            first_beat.eq(beat == 0), last_beat.eq(beat == beats - 1),
+            first_group.eq(grp == 0), last_group.eq(grp == self.groups - 1),
+            last_all.eq(last_beat & last_group & (row == self.rows - 1)),
+        ]
+        self.sync += [
+            If(self.start & ~self.busy,
+                issuing.eq(1), row.eq(0), grp.eq(0), beat.eq(0), widx.eq(self.word_base),
+            ).Elif(issuing,
+                If(last_beat,
+                    beat.eq(0), widx.eq(widx + 1),
+                    If(last_group,
+                        grp.eq(0), row.eq(row + 1),
+                        If(last_all, issuing.eq(0)),
+                    ).Else(grp.eq(grp + 1)),
+                ).Else(beat.eq(beat + 1)),
+            )
+        ]
+        # memories read at the issue cycle; control delayed by the read latency --------------------------
+        self.comb += [
+            act.mant_r.adr.eq(grp * beats + beat),
+            act.side_r.adr.eq(grp),
+        ]
+        ctrl = Cat(issuing, first_beat, last_beat, first_group, last_group)
+        ctrl_d = Signal(len(ctrl))
+        self.sync += ctrl_d.eq(ctrl)
+        v_d, fb_d, lb_d, fg_d, lg_d = (ctrl_d[i] for i in range(5))
+
+        ea = Signal((cfg.exp_bits, True))
+        gsum = Signal((cfg.group_sum_bits, True))
+        self.comb += [gsum.eq(act.side_r.dat_r[:cfg.group_sum_bits]),
+                      ea.eq(act.side_r.dat_r[cfg.group_sum_bits:])]
+        acts = [Signal((cfg.act_bits, True)) for _ in range(M)]
+        self.comb += [a.eq(act.mant_r.dat_r[j * cfg.act_bits:(j + 1) * cfg.act_bits]) for j, a in enumerate(acts)]
+
+        candidates = None
+        if cfg.multiplier == "lut":
+            # the B-ROM analogue: every multiple of each broadcast activation, made once for all lanes
+            candidates = []
+            for a in acts:
+                row_c = [Signal((cfg.code_bits + cfg.act_bits + 1, True)) for _ in range(1 << cfg.code_bits)]
+                self.comb += [c.eq(a * k) for k, c in enumerate(row_c)]
+                candidates.append(row_c)
+
+        for b, img in enumerate(images):
+            rom = Memory(cfg.word_bits, max(len(img.codes), 1), init=img.codes or [0])
+            srom = Memory(2 * cfg.scale_bits, max(len(img.scales), 1), init=img.scales or [0])
+            erom = Memory(cfg.exp_bits, max(len(img.rowexp), 1), init=img.rowexp or [0])
+            ports = [m.get_port() for m in (rom, srom, erom)]
+            self.specials += rom, srom, erom, *ports
+            rp, sp, ep = ports
+            self.comb += [
+                rp.adr.eq(widx * beats + beat),
+                sp.adr.eq(widx),
+                ep.adr.eq(self.row_base + row),
+            ]
+            lane = MACLane(cfg, candidates)
+            setattr(self.submodules, f"lane{b}", lane)
+            self.comb += [
+                lane.codes.eq(rp.dat_r), *[l.eq(a) for l, a in zip(lane.acts, acts)],
+                lane.valid.eq(v_d), lane.first_beat.eq(fb_d), lane.last_beat.eq(lb_d),
+                lane.first_group.eq(fg_d), lane.last_group.eq(lg_d),
+                lane.gsum.eq(gsum), lane.ea.eq(ea), lane.er.eq(ep.dat_r),
+                lane.dq.eq(sp.dat_r[:cfg.scale_bits]), lane.mq.eq(sp.dat_r[cfg.scale_bits:]),
+                self.out[b].eq(lane.out),
+            ]
+            if b == 0:
+                self.comb += self.out_valid.eq(lane.out_valid)
+
+        # completion: count rows leaving the pipeline -------------------------------------------------------
+        self.sync += [
+            self.done.eq(0),
+            If(self.start & ~self.busy, self.busy.eq(1), self.out_row.eq(0)),
+            If(self.out_valid,
+                self.out_row.eq(self.out_row + 1),
+                If(self.out_row == self.rows - 1, self.busy.eq(0), self.done.eq(1)),
+            ),
+            If(self.busy, self.cnt_busy.eq(self.cnt_busy + 1)),
+            If(v_d, self.cnt_mac.eq(self.cnt_mac + 1)),
+        ]
+        self.latency = READ_LATENCY + PIPELINE_CYCLES

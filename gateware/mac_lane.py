@@ -1,0 +1,129 @@
+"""A MAC lane: one B-ROM bank's codes times the broadcast activations, then the group scale, in the golden
+model's exact fixed point (host/golden/numerics.py: GEMV).
+
+Per beat: beat = sum_j q_j * a_j over macs_per_lane codes. Per group (32 / macs_per_lane beats):
+P = sum of beats; T = dq * P + mq * S; term = floor(T * 2**(ea + er + ACC_FRAC)); acc += term.
+Per row: y = saturate(round(acc >> (ACC_FRAC - VEC_FRAC))).
+
+Pipeline (one beat per cycle, no bubbles between groups or rows):
+  cycle 1 products and their sum | 2 group sum P | 3 T | 4 shift | 5 accumulate | 6 round, saturate
+"""
+
+from migen import *
+
+PIPELINE_CYCLES = 6
+
+
+def rshift_round(x, s):
+    return (x + (1 << (s - 1))) >> s
+
+
+class MACLane(Module):
+    def __init__(self, cfg, candidates=None):
+        M, b = cfg.macs_per_lane, cfg.code_bits
+        # interface -------------------------------------------------------------------------------
+        self.codes = Signal(M * b)                          # this lane's ROM word
+        self.acts = [Signal((cfg.act_bits, True)) for _ in range(M)]   # broadcast activation mantissas
+        self.valid = Signal()
+        self.first_beat = Signal()                          # first beat of a group
+        self.last_beat = Signal()
+        self.first_group = Signal()                         # first group of a row
+        self.last_group = Signal()
+        self.gsum = Signal((cfg.group_sum_bits, True))      # S = sum of the group's mantissas (with last_beat)
+        self.ea = Signal((cfg.exp_bits, True))              # the group's activation exponent (with last_beat)
+        self.er = Signal((cfg.exp_bits, True))              # this row's weight exponent (with last_beat)
+        self.dq = Signal((cfg.scale_bits, True))            # with last_beat
+        self.mq = Signal((cfg.scale_bits, True))
+        self.out = Signal((cfg.vec_bits, True))
+        self.out_valid = Signal()
+        # candidates: for multiplier="lut", the broadcast multiples k * a_j, k = 0 .. 2**b - 1
+        self.candidates = candidates
+
+        # # #
+
+        # 1: products -------------------------------------------------------------------------------
+        prod_bits = b + cfg.act_bits + 1
+        products = []
+        for j in range(M):
+            q = self.codes[j * b:(j + 1) * b]
+            p = Signal((prod_bits, True))
+            if cfg.multiplier == "dsp":
+                self.comb += p.eq(q * self.acts[j])
+            else:
+                self.comb += p.eq(Array(candidates[j])[q])
+            products.append(p)
+        beat = Signal((cfg.group_product_bits, True))
+        v1, fb1, lb1, fg1, lg1 = (Signal() for _ in range(5))
+        gsum1 = Signal.like(self.gsum)
+        shift1 = Signal((cfg.exp_bits + 2, True))
+        dq1, mq1 = Signal.like(self.dq), Signal.like(self.mq)
+        self.sync += [
+            beat.eq(sum(products)),
+            v1.eq(self.valid), fb1.eq(self.first_beat), lb1.eq(self.last_beat),
+            fg1.eq(self.first_group), lg1.eq(self.last_group),
+        ]
+        self.sync += If(self.valid & self.last_beat,
+                        gsum1.eq(self.gsum), shift1.eq(self.ea + self.er + cfg.acc_frac),
+                        dq1.eq(self.dq), mq1.eq(self.mq))
+
+        # 2: group product sum P --------------------------------------------------------------------
+        psum = Signal((cfg.group_product_bits, True))
+        pnext = Signal((cfg.group_product_bits, True))
+        P = Signal((cfg.group_product_bits, True))
+        g2, fg2, lg2 = Signal(), Signal(), Signal()
+        gsum2, shift2 = Signal.like(self.gsum), Signal.like(shift1)
+        dq2, mq2 = Signal.like(self.dq), Signal.like(self.mq)
+        self.comb += pnext.eq(Mux(fb1, 0, psum) + beat)
+        self.sync += [
+            If(v1, psum.eq(pnext)),
+            g2.eq(v1 & lb1),
+            If(v1 & lb1, P.eq(pnext), fg2.eq(fg1), lg2.eq(lg1),
+               gsum2.eq(gsum1), shift2.eq(shift1), dq2.eq(dq1), mq2.eq(mq1)),
+        ]
+
+        # 3: T = dq * P + mq * S --------------------------------------------------------------------
+        t_bits = cfg.scale_bits + cfg.group_product_bits + 1
+        T = Signal((t_bits, True))
+        g3, fg3, lg3 = Signal(), Signal(), Signal()
+        shift3 = Signal.like(shift1)
+        self.sync += [
+            T.eq(dq2 * P + mq2 * gsum2),
+            g3.eq(g2), fg3.eq(fg2), lg3.eq(lg2), shift3.eq(shift2),
+        ]
+
+        # 4: term = floor(T * 2**shift), an arithmetic barrel shift either way -----------------------
+        A = cfg.acc_bits
+        term = Signal((A, True))
+        g4, fg4, lg4 = Signal(), Signal(), Signal()
+        left = Signal(6)
+        right = Signal(6)
+        self.comb += [
+            left.eq(Mux(shift3 > 63, 63, Mux(shift3 < 0, 0, shift3))),
+            right.eq(Mux(shift3 < -63, 63, Mux(shift3 > 0, 0, -shift3))),
+        ]
+        self.sync += [
+            term.eq(Mux(shift3 >= 0, T << left, T >> right)),
+            g4.eq(g3), fg4.eq(fg3), lg4.eq(lg3),
+        ]
+
+        # 5: accumulate over the row's groups -------------------------------------------------------
+        acc = Signal((A, True))
+        anext = Signal((A, True))
+        total = Signal((A, True))
+        g5 = Signal()
+        self.comb += anext.eq(Mux(fg4, 0, acc) + term)
+        self.sync += [
+            If(g4, acc.eq(anext)),
+            g5.eq(g4 & lg4),
+            If(g4 & lg4, total.eq(anext)),
+        ]
+
+        # 6: round to the vector format and saturate ------------------------------------------------
+        s = cfg.acc_frac - cfg.vec_frac
+        rounded = Signal((A, True))
+        lim = (1 << (cfg.vec_bits - 1)) - 1
+        self.comb += rounded.eq(rshift_round(total, s))
+        self.sync += [
+            self.out_valid.eq(g5),
+            If(g5, self.out.eq(Mux(rounded > lim, lim, Mux(rounded < -lim, -lim, rounded)))),
+        ]

@@ -1,0 +1,38 @@
+"""B-ROM contents: the export's per-bank bytes -> Migen Memory init lists for a lane configuration.
+
+The export stores each group of 32 codes as one word (code j at bits j*b); a lane reads macs_per_lane codes
+per cycle, so each group becomes beats_per_group consecutive ROM words, low codes first.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from roma.host.golden.numerics import GROUP
+
+
+@dataclass
+class BankImage:
+    codes: list     # ROM words, beats_per_group per group
+    scales: list    # per (row, group): dq | mq << 16 (two's complement 16-bit fields)
+    rowexp: list    # per row: er (8-bit two's complement)
+
+
+def bank_image(code_bytes, scale_bytes, exp_bytes, cfg):
+    bits = cfg.code_bits
+    group_bytes = GROUP * bits // 8
+    words = []
+    for off in range(0, len(code_bytes), group_bytes):
+        g = int.from_bytes(code_bytes[off:off + group_bytes], "little")
+        mask = (1 << cfg.word_bits) - 1
+        words += [(g >> (k * cfg.word_bits)) & mask for k in range(cfg.beats_per_group)]
+    sc = np.frombuffer(scale_bytes, "<u2").reshape(-1, 2).astype(np.int64)
+    scales = (sc[:, 0] | (sc[:, 1] << 16)).tolist()
+    rowexp = np.frombuffer(exp_bytes, "u1").astype(np.int64).tolist()
+    return BankImage(words, scales, rowexp)
+
+
+def bank_images(layout, cfg):
+    """From host.export.bank_layout(...) output to one BankImage per lane."""
+    codes, scales, exps = layout[:3]
+    return [bank_image(c, s, e, cfg) for c, s, e in zip(codes, scales, exps)]

@@ -1,0 +1,70 @@
+"""The single configuration source: accelerator geometry and the model it is built for.
+
+Gateware elaborates from an AccelConfig; firmware sees it only through generated headers, the host through
+csr.json and the export manifest. Every check that can fail raises ConfigError naming the parameter.
+"""
+
+from dataclasses import dataclass
+
+from roma.host.errors import RomaError
+from roma.host.golden.numerics import ACC_FRAC, ACT_BITS, GROUP, SCALE_BITS, VEC_BITS, VEC_FRAC
+
+
+class ConfigError(RomaError):
+    """An accelerator configuration that cannot be built, named by its parameter."""
+
+
+MULTIPLIERS = ("dsp", "lut")
+CODE_BITS = (4, 2)
+
+
+@dataclass(frozen=True)
+class AccelConfig:
+    lanes: int = 16             # MAC lanes = B-ROM banks; lane b holds the rows r with r % lanes == b
+    macs_per_lane: int = 8      # codes multiplied per lane per cycle; a group of 32 takes 32 / macs_per_lane cycles
+    code_bits: int = 4          # base-weight code width
+    multiplier: str = "dsp"     # "dsp": q * a (MULT18X18D on ECP5); "lut": q selects a broadcast multiple of a
+
+    def __post_init__(self):
+        if self.code_bits not in CODE_BITS:
+            raise ConfigError(f"code_bits={self.code_bits}: supported widths are {CODE_BITS}")
+        if self.multiplier not in MULTIPLIERS:
+            raise ConfigError(f"multiplier={self.multiplier!r}: choose one of {MULTIPLIERS}")
+        if self.macs_per_lane < 1 or GROUP % self.macs_per_lane:
+            raise ConfigError(f"macs_per_lane={self.macs_per_lane}: must divide the group size {GROUP}")
+        if self.lanes < 1:
+            raise ConfigError(f"lanes={self.lanes}: must be at least 1")
+
+    # derived widths: every one follows from the golden model's numerics
+    @property
+    def beats_per_group(self):
+        return GROUP // self.macs_per_lane
+
+    @property
+    def word_bits(self):
+        return self.macs_per_lane * self.code_bits
+
+    @property
+    def peak_macs_per_cycle(self):
+        return self.lanes * self.macs_per_lane
+
+    act_bits = ACT_BITS
+    scale_bits = SCALE_BITS
+    vec_bits = VEC_BITS
+    acc_frac = ACC_FRAC
+    vec_frac = VEC_FRAC
+    exp_bits = 8                # activation and row exponents (signed)
+    acc_bits = 64               # the golden model keeps every accumulator below 2**53
+
+    @property
+    def group_product_bits(self):
+        """Signed bits of sum(q * qa) over a group: 32 * (2**b - 1) * 2**15 needs b + 15 + 5 + 1."""
+        return self.code_bits + ACT_BITS + 5
+
+    @property
+    def group_sum_bits(self):
+        return ACT_BITS + 5
+
+    def check_rows(self, rows, what):
+        if rows % self.lanes:
+            raise ConfigError(f"lanes={self.lanes} does not divide the {rows} rows of {what}")

@@ -1,0 +1,73 @@
+"""Drive the L-unit in Migen's simulator: load activations, run one matrix, collect rows."""
+
+import numpy as np
+from migen import run_simulation
+
+from roma.gateware.gemv import GEMVUnit
+from roma.gateware.rom_image import bank_images
+from roma.host.export import bank_layout
+from roma.host.golden.numerics import GROUP
+
+
+def twos(v, bits):
+    return int(v) & ((1 << bits) - 1)
+
+
+def act_words(cfg, qa, ea):
+    """One token's quantized input -> (mantissa words, side words) for the activation buffer."""
+    M = cfg.macs_per_lane
+    mant = [sum(twos(qa[w * M + j], cfg.act_bits) << (j * cfg.act_bits) for j in range(M))
+            for w in range(len(qa) // M)]
+    gs = np.asarray(qa).reshape(-1, GROUP).sum(axis=1)
+    side = [twos(s, cfg.group_sum_bits) | (twos(e, cfg.exp_bits) << cfg.group_sum_bits) for s, e in zip(gs, ea)]
+    return mant, side
+
+
+def run_gemv(cfg, mats, which, qa, ea, timeout=100000):
+    """Build the unit for the device matrices `mats`, run matrix `which` on one token; returns (y, stats)."""
+    layout = bank_layout(mats, cfg.lanes)
+    table = layout[3]
+    entry = table[which]
+    max_cols = max(t["cols"] for t in table)
+    dut = GEMVUnit(cfg, bank_images(layout, cfg), max_cols)
+    mant, side = act_words(cfg, qa, ea)
+    y = np.zeros(entry["rows"], np.int64)
+    stats = {}
+
+    def tb():
+        for i, w in enumerate(mant):
+            yield dut.act.mant_w.adr.eq(i)
+            yield dut.act.mant_w.dat_w.eq(w)
+            yield dut.act.mant_w.we.eq(1)
+            yield
+        yield dut.act.mant_w.we.eq(0)
+        for i, w in enumerate(side):
+            yield dut.act.side_w.adr.eq(i)
+            yield dut.act.side_w.dat_w.eq(w)
+            yield dut.act.side_w.we.eq(1)
+            yield
+        yield dut.act.side_w.we.eq(0)
+        yield dut.word_base.eq(entry["word_offset"])
+        yield dut.row_base.eq(entry["row_offset"])
+        yield dut.rows.eq(entry["rows_per_bank"])
+        yield dut.groups.eq(entry["groups"])
+        yield dut.start.eq(1)
+        yield
+        yield dut.start.eq(0)
+        c0 = yield dut.cnt_busy
+        for cycle in range(timeout):
+            yield
+            if (yield dut.out_valid):
+                r = yield dut.out_row
+                for b in range(cfg.lanes):
+                    y[r * cfg.lanes + b] = yield dut.out[b]
+            if (yield dut.done):
+                break
+        else:
+            raise TimeoutError("GEMV did not finish")
+        yield
+        stats["busy"] = (yield dut.cnt_busy) - c0
+        stats["mac"] = yield dut.cnt_mac
+
+    run_simulation(dut, tb())
+    return y, stats
