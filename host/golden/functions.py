@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 
-from .numerics import (ACC_FRAC, VEC_FRAC, bit_length, group_terms_to_vector, pow2, rshift_round,
+from .numerics import (GROUP, VEC_FRAC, bit_length, group_terms_to_vector, pow2, quantize_act, rshift_round,
                        saturate)
 
 # Tables shared by RMSNorm and softmax: 1/sqrt and 1/x on a normalised mantissa ------------------------------
@@ -175,12 +175,22 @@ def softmax(scores):
 def attention_values(p, vq, ve):
     """p (H, P) Q20; vq (H, P, G, 32) mantissas, ve (H, P, G) -> (H, G*32) vector format.
 
-    out[h, j] = round_vec(sum_p floor(p * vq * 2**(ve + ACC - PROB_FRAC))).
+    The weighted sum is the GEMV primitive with V's mantissas as int16 weights (rows: the head's dims,
+    columns: positions) and, as the activation, the probabilities scaled by V's exponents:
+      a[h, g, p] = p[h, p] << (ve[h, p, g] + VEC_FRAC)        (fixed point with 2*VEC_FRAC fraction bits)
+      (aq, ae)   = quantize_act(a, frac=2*VEC_FRAC)            per block of 32 positions, zero-padded
+      out[h, g*32 + j] = round_vec(sum_blocks floor(sum_p aq * vq[h, p, g, j] * 2**(ae + ACC)))
     """
     H, P, G, K = vq.shape
-    prod = p[:, :, None, None].astype(np.float64) * vq                      # |.| < 2**36: exact
-    factor = pow2(ve - PROB_FRAC)[:, :, :, None]
-    out = group_terms_to_vector(prod, factor, axis=1)                      # sum over positions
+    Pp = -(-P // GROUP) * GROUP
+    a = np.zeros((H, G, Pp), np.int64)
+    a[:, :, :P] = np.left_shift(p[:, :, None], ve + VEC_FRAC).transpose(0, 2, 1)
+    aq, ae = quantize_act(a, frac=2 * VEC_FRAC)                           # (H, G, Pp), (H, G, Pp/32)
+    v = np.zeros((H, G, Pp, K), np.float64)
+    v[:, :, :P] = vq.transpose(0, 2, 1, 3)
+    blocks = aq.reshape(H, G, Pp // GROUP, GROUP).astype(np.float64)
+    T = np.einsum("hgbk,hgbkj->hgjb", blocks, v.reshape(H, G, Pp // GROUP, GROUP, K))  # |.| < 2**35: exact
+    out = group_terms_to_vector(T, pow2(ae)[:, :, None, :], axis=-1)      # (H, G, K)
     return out.reshape(H, G * K)
 
 

@@ -48,16 +48,17 @@ def bit_length(x):
     return np.frexp(np.abs(np.asarray(x, dtype=np.int64)).astype(np.float64))[1].astype(np.int64)
 
 
-def quantize_act(x):
-    """Vector values (..., n) with n a multiple of 32 -> (mantissas int16-valued int64, exponents per group).
+def quantize_act(x, frac=VEC_FRAC):
+    """Fixed-point values (..., n), n a multiple of 32 -> (mantissas int16-valued int64, exponents per group).
 
-    Per group: sh = max(0, bitlen(max|x|) - 15); mantissa = clamp(round(x >> sh)); exponent = sh - VEC_FRAC.
+    Per group: sh = max(0, bitlen(max|x|) - 15); mantissa = clamp(round(x >> sh)); exponent = sh - frac
+    (frac: the input's fractional bits, VEC_FRAC for vectors).
     """
     x = np.asarray(x, dtype=np.int64)
     g = x.reshape(*x.shape[:-1], x.shape[-1] // GROUP, GROUP)
     sh = np.maximum(bit_length(np.abs(g).max(axis=-1)) - (ACT_BITS - 1), 0)
     qa = np.minimum(np.maximum(rshift_round(g, sh[..., None]), -ACT_MAX), ACT_MAX)
-    return qa.reshape(x.shape), sh - VEC_FRAC
+    return qa.reshape(x.shape), sh - frac
 
 
 def group_terms_to_vector(T, exp, axis=-1):

@@ -157,6 +157,11 @@ def test_quantize_act_boundaries():
     assert q1(65535, -65535) == ([ACT_MAX, -ACT_MAX], 1 - VEC_FRAC)     # 32768 clamped, -32767 not
     assert q1(VEC_MAX, -VEC_MAX) == ([ACT_MAX, -ACT_MAX], 32 - VEC_FRAC)
     assert q1(1 << 46) == ([1 << 14], 32 - VEC_FRAC)
+    # frac: the input's fractional bits only shift the exponent
+    g = _edge_groups()[:8 * GROUP]
+    qa, ea = quantize_act(g)
+    qa40, ea40 = quantize_act(g, frac=2 * VEC_FRAC)
+    assert np.array_equal(qa, qa40) and np.array_equal(ea40, ea - VEC_FRAC)
     # the clamp costs exactly one LSB, never a sign flip or wrap
     qa, _ = quantize_act(np.full(GROUP, VEC_MAX))
     assert np.all(qa == ACT_MAX)
