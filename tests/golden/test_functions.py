@@ -287,11 +287,6 @@ def test_softmax_matches_oracle_sums_to_one_and_close_to_float():
 # ---------------------------------------------------------------------------------------------------------
 # Attention
 
-def _act(rng, shape_real):
-    """Real values -> act format (mantissas, exponents) along the last axis."""
-    return quantize_act(to_vector(rng.standard_normal(shape_real) * 3))
-
-
 def test_attention_scores_matches_oracle_and_float():
     rng = np.random.default_rng(12)
     H, P, hd = 3, 6, 64

@@ -154,19 +154,19 @@ def test_small_top_p_returns_argmax():
 
 
 def test_temperature_distribution_follows_softmax():
-    """20,000 draws: frequencies within 0.015 (about 4.5 sigma) of softmax(l / T); the integer weights
-    themselves are within 0.1% of it (exp_neg's accuracy)."""
+    """8,000 draws per temperature: frequencies within 0.025 (about 4.5 sigma) of softmax(l / T)."""
     lr = np.array([2.0, 1.5, 1.0, 0.0, -1.0, -3.0])
     l = to_vector(lr)
     for T in (0.8, 1.0, 2.5):
         p = SamplingParams(temperature=T, top_k=MAX_TOP_K, top_p=1.0, seed=2024)
         st = p.rng_state()
         counts = np.zeros(len(l))
-        for _ in range(20000):
+        for _ in range(8000):
             t, st = sample(l, p, st)
             counts[t] += 1
         ref = np.exp(lr / T) / np.exp(lr / T).sum()
-        assert np.abs(counts / 20000 - ref).max() < 0.015, (T, counts / 20000, ref)
+        assert np.abs(counts / 8000 - ref).max() < 0.025, (T, counts / 8000, ref)
+        assert counts[-1] > 0 or ref[-1] < 1e-3
     # colder is peakier: at T = 0.1 the argmax takes > 99%
     p = SamplingParams(temperature=0.1, top_k=40, seed=5)
     st, hits = p.rng_state(), 0
@@ -188,9 +188,12 @@ def test_invalid_parameters_raise(kw, word):
 
 
 def test_valid_parameter_limits():
-    SamplingParams(temperature=0, top_k=0)                # top_k unused when greedy
-    SamplingParams(temperature=100, top_k=MAX_TOP_K, top_p=1.0)
-    SamplingParams(temperature=1e-9, top_k=1, top_p=1e-9)
+    assert SamplingParams(temperature=0, top_k=0).temp_q == 0          # top_k unused when greedy
+    p = SamplingParams(temperature=100, top_k=MAX_TOP_K, top_p=1.0)
+    assert (p.temp_q, p.top_p_q) == (25600, 65536)
+    p = SamplingParams(temperature=1e-9, top_k=1, top_p=1e-9)
+    assert (p.temp_q, p.top_p_q) == (0, 0)
+    assert SamplingParams(temperature=0.7, top_p=0.9).temp_q == round(0.7 * 256) == 179
 
 
 @pytest.mark.xfail(strict=True, reason="exp_neg's int64 wrap (see test_functions): logits VEC_MAX and "
