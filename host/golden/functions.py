@@ -73,7 +73,7 @@ def rmsnorm(x, gq, epsq):
     """x (ntok, n) vector format; gq norm weights (Q16); epsq from eps_q. Returns the vector format.
 
     e  = max(0, bitlen(max|x|) - 24); xs = x >> e              (floor)
-    v  = max(1, (sum(xs**2) * round(2**32 / n)) >> 32 + (epsq >> 2e))
+    v  = max(1, ((sum(xs**2) * round(2**32 / n)) >> 32) + (epsq >> 2e))
     R, sh = rsqrt_q(v)                                          (table, see above)
     y  = round(xs * R >> (RSQRT_FRAC - VEC_FRAC + sh/2));  out = round(y * gq >> 16)
     """
@@ -93,6 +93,7 @@ def rmsnorm(x, gq, epsq):
 
 # RoPE ---------------------------------------------------------------------------------------------------
 ROPE_FRAC = 16
+ROPE_IN_MAX = (1 << 44) - 1   # inputs clamped so a*cos - b*sin stays within 62 bits (|q|, |k| < 16.7M real)
 
 
 def rope_tables(head_dim, context, theta):
@@ -104,9 +105,12 @@ def rope_tables(head_dim, context, theta):
 
 
 def rope(x, pos, cos, sin, head_dim):
-    """x (ntok, heads * head_dim) vector format; pos (ntok,) positions. Rotates pairs (i, i + head_dim/2)."""
+    """x (ntok, heads * head_dim) vector format; pos (ntok,) positions. Rotates pairs (i, i + head_dim/2).
+
+    a, b = clamp(x, +-ROPE_IN_MAX); out = round((a*cos - b*sin) >> 16), round((b*cos + a*sin) >> 16).
+    """
     ntok = x.shape[0]
-    h = x.reshape(ntok, -1, head_dim)
+    h = np.clip(x, -ROPE_IN_MAX, ROPE_IN_MAX).reshape(ntok, -1, head_dim)
     half = head_dim // 2
     a, b = h[..., :half], h[..., half:]
     c = cos[pos][:, None, :]
@@ -119,6 +123,7 @@ def rope(x, pos, cos, sin, head_dim):
 EXP_FRAC = 16          # exp results as Q16 (1.0 = 65536)
 EXP_TABLE_BITS = 10    # 2**-f sampled at 1024 points of [0, 1)
 LOG2E_Q = int(round(math.log2(math.e) * (1 << 16)))
+EXP_IN_MAX = 64 << VEC_FRAC   # exp(-64) is 0 in Q16 already; clamping keeps -d * LOG2E_Q within 44 bits
 EXP2_TABLE = np.rint(2.0 ** (-np.arange((1 << EXP_TABLE_BITS) + 1) / (1 << EXP_TABLE_BITS)) * (1 << EXP_FRAC)
                      ).astype(np.int64)
 
@@ -126,11 +131,11 @@ EXP2_TABLE = np.rint(2.0 ** (-np.arange((1 << EXP_TABLE_BITS) + 1) / (1 << EXP_T
 def exp_neg(d):
     """exp(d) for d <= 0 in the vector format -> Q16 integers.
 
-    t = (-d * LOG2E_Q) >> 16 (log2 units, VEC_FRAC fraction); n, f = integer and fraction of t;
+    t = (min(-d, EXP_IN_MAX) * LOG2E_Q) >> 16 (log2 units, VEC_FRAC fraction); n, f = integer and fraction of t;
     2**-f by EXP2_TABLE (1025 entries) indexed by f's top 10 bits, linearly interpolated with the low 10;
     result = that >> n (0 when n >= 32).
     """
-    t = np.right_shift(-np.asarray(d, dtype=np.int64) * LOG2E_Q, 16)
+    t = np.right_shift(np.minimum(-np.asarray(d, dtype=np.int64), EXP_IN_MAX) * LOG2E_Q, 16)
     n = np.right_shift(t, VEC_FRAC)
     low = VEC_FRAC - EXP_TABLE_BITS
     f = t & ((1 << VEC_FRAC) - 1)
@@ -216,7 +221,13 @@ def sigmoid(x):
     return np.where(inside, val, np.where(idx < lo, SIG_TABLE[0], 1 << SIG_FRAC))
 
 
+SILU_IN_MAX = (1 << (VEC_FRAC + 11)) - 1   # gate and up clamped to +-2048 real: s * u stays within 62 bits
+
+
 def silu_mul(g, u):
-    """silu(g) * u, both vector format: ((g * sigmoid(g)) >> 16) * u >> VEC_FRAC, rounded."""
+    """silu(g) * u, both vector format, each first clamped to +-SILU_IN_MAX:
+    s = round((g * sigmoid(g)) >> 16); out = round((s * u) >> VEC_FRAC)."""
+    g = np.clip(g, -SILU_IN_MAX, SILU_IN_MAX)
+    u = np.clip(u, -SILU_IN_MAX, SILU_IN_MAX)
     s = rshift_round(g * sigmoid(g), SIG_FRAC)
     return saturate(rshift_round(s * u, VEC_FRAC))

@@ -88,7 +88,8 @@ def pow2(exp, extra=ACC_FRAC):
 
 def to_vector(values_real):
     """Float -> vector format (used only for constants and test stimulus, never in the decode path)."""
-    return saturate(np.round(np.asarray(values_real, dtype=np.float64) * (1 << VEC_FRAC)).astype(np.int64))
+    v = np.round(np.asarray(values_real, dtype=np.float64) * (1 << VEC_FRAC))
+    return np.clip(v, -VEC_MAX, VEC_MAX).astype(np.int64)
 
 
 def from_vector(x):
