@@ -1,37 +1,58 @@
-"""Golden-model decode speed beside transformers float32 on one thread, in one run."""
+"""Golden-model decode speed beside transformers float32 on one thread, in one run.
+
+The two are timed in alternating rounds (golden, float, golden, ...) and each reports its median round, so a
+load that comes and goes on the machine weighs on both alike.
+"""
 
 import os
+import statistics
 import time
 
 import numpy as np
 
 
-def bench_golden(model, lora=None, tokens=16, prompt_len=8, with_float=True):
+def bench_golden(model, lora=None, tokens=16, prompt_len=8, with_float=True, rounds=3):
     from .cli import _golden
     prompt = list(range(1, prompt_len + 1))
-    golden = _golden(model, lora, context=prompt_len + tokens + 1)
+    golden = _golden(model, lora, context=prompt_len + rounds * tokens + 1)
     state = golden.new_state()
     logits = golden.step(prompt, state)
-    t0 = time.perf_counter()
-    for _ in range(tokens):
-        logits = golden.step([int(np.argmax(logits))], state)
-    golden_tps = tokens / (time.perf_counter() - t0)
-    r = {"model": model.config.name, "decode_tokens": tokens, "golden_tok_s": golden_tps,
-         "numpy_threads": os.environ.get("OMP_NUM_THREADS", "default")}
+
+    def golden_round():
+        nonlocal logits
+        t0 = time.perf_counter()
+        for _ in range(tokens):
+            logits = golden.step([int(np.argmax(logits))], state)
+        return tokens / (time.perf_counter() - t0)
+
+    float_round = None
     if with_float:
         import torch
         from .reference import float_model
         hf = float_model(model, lora)
         with torch.no_grad():
             out = hf(torch.tensor([prompt]), use_cache=True)
-            past = out.past_key_values
-            nxt = out.logits[0, -1].argmax()
+        cache = {"past": out.past_key_values, "next": out.logits[0, -1].argmax()}
+
+        def float_round():
             t0 = time.perf_counter()
-            for _ in range(tokens):
-                out = hf(nxt.view(1, 1), past_key_values=past, use_cache=True)
-                past = out.past_key_values
-                nxt = out.logits[0, -1].argmax()
-            r["float_tok_s"] = tokens / (time.perf_counter() - t0)
-        r["torch_threads"] = torch.get_num_threads()
-        r["golden_over_float"] = golden_tps / r["float_tok_s"]
+            with torch.no_grad():
+                for _ in range(tokens):
+                    o = hf(cache["next"].view(1, 1), past_key_values=cache["past"], use_cache=True)
+                    cache["past"] = o.past_key_values
+                    cache["next"] = o.logits[0, -1].argmax()
+            return tokens / (time.perf_counter() - t0)
+
+    g_rates, f_rates = [], []
+    for _ in range(rounds):
+        g_rates.append(golden_round())
+        if float_round:
+            f_rates.append(float_round())
+    r = {"model": model.config.name, "decode_tokens_per_round": tokens, "rounds": rounds,
+         "golden_tok_s": statistics.median(g_rates), "golden_rounds": g_rates,
+         "numpy_threads": os.environ.get("OMP_NUM_THREADS", "default")}
+    if f_rates:
+        import torch
+        r.update(float_tok_s=statistics.median(f_rates), float_rounds=f_rates, torch_threads=torch.get_num_threads(),
+                 golden_over_float=r["golden_tok_s"] / statistics.median(f_rates))
     return r
