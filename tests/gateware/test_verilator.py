@@ -112,7 +112,7 @@ def test_build_is_cached():
 @needs_verilator
 @pytest.mark.parametrize("lanes, macs, bits, mult", [(4, 8, 4, "dsp")])
 def test_gemv_bit_exact_verilator(lanes, macs, bits, mult):
-    from gemv_harness import run_gemv_verilator
+    from roma.gateware.lunit_sim import run_gemv_verilator
     from test_gemv import random_matrix
 
     from roma.gateware.mac_lane import PIPELINE_CYCLES

@@ -1,0 +1,45 @@
+"""GEMV benchmark in Verilator: how busy the MAC lanes are over one large matrix (cycle counts, not time)."""
+
+import time
+
+import numpy as np
+
+from roma.host.golden.gemv import PreparedMatrix, gemv_act
+from roma.host.golden.numerics import quantize_act, to_vector
+from roma.host.golden.weights import to_device
+
+from .lunit_sim import gemv_verilator_script, gemv_verilator_sim
+from .verilator import to_signed
+
+
+def gemv_benchmark(cfg, matrices, which=0, seed=0):
+    """Run matrices[which] (name, QMatrix) on the L-unit in Verilator; check it against the golden GEMV.
+
+    Returns the counters: busy cycles, MAC-active cycles, the MAC-count floor, utilization, and the build and
+    simulation times."""
+    mats = [(n, to_device(q)) for n, q in matrices]
+    t0 = time.perf_counter()
+    sim, table = gemv_verilator_sim(cfg, mats)
+    build_s = time.perf_counter() - t0
+    entry = table[which]
+    x = to_vector(np.random.default_rng(seed).normal(size=(1, entry["cols"])))
+    qa, ea = quantize_act(x)
+    t0 = time.perf_counter()
+    res = sim.run(gemv_verilator_script(cfg, entry, qa[0], ea[0], timeout=10 ** 8))
+    run_s = time.perf_counter() - t0
+    y = np.zeros(entry["rows"], np.int64)
+    for _, (row, *vals) in res.watch:
+        for b, v in enumerate(vals):
+            y[row * cfg.lanes + b] = to_signed(v, cfg.vec_bits)
+    want = gemv_act(PreparedMatrix(mats[which][1]), qa, ea)[0]
+    busy = [v for n, v in res.peek_log if n == "cnt_busy"]
+    busy = busy[1] - busy[0]
+    floor = entry["rows"] * entry["cols"] / cfg.peak_macs_per_cycle
+    return {
+        "matrix": entry["name"], "rows": entry["rows"], "cols": entry["cols"],
+        "lanes": cfg.lanes, "macs_per_lane": cfg.macs_per_lane, "peak_macs_per_cycle": cfg.peak_macs_per_cycle,
+        "busy_cycles": busy, "mac_cycles": res.peeks["cnt_mac"], "mac_floor_cycles": floor,
+        "mac_busy_fraction": res.peeks["cnt_mac"] / busy, "cycles_over_floor": busy / floor,
+        "bit_exact": bool(np.array_equal(y, want)),
+        "build_s": build_s, "sim_s": run_s, "sim_cycles": res.cycles,
+    }
