@@ -25,7 +25,7 @@ def bench_golden(model, lora=None, tokens=16, prompt_len=8, with_float=True, rou
             logits = golden.step([int(np.argmax(logits))], state)
         return tokens / (time.perf_counter() - t0)
 
-    float_round = None
+    timed = [golden_round]
     if with_float:
         import torch
         from .reference import float_model
@@ -43,11 +43,12 @@ def bench_golden(model, lora=None, tokens=16, prompt_len=8, with_float=True, rou
                     cache["next"] = o.logits[0, -1].argmax()
             return tokens / (time.perf_counter() - t0)
 
+        timed.append(float_round)
+
     g_rates, f_rates = [], []
     for _ in range(rounds):
-        g_rates.append(golden_round())
-        if float_round:
-            f_rates.append(float_round())
+        for fn, rates in zip(timed, (g_rates, f_rates)):
+            rates.append(fn())
     r = {"model": model.config.name, "decode_tokens_per_round": tokens, "rounds": rounds,
          "golden_tok_s": statistics.median(g_rates), "golden_rounds": g_rates,
          "numpy_threads": os.environ.get("OMP_NUM_THREADS", "default")}

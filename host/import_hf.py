@@ -8,7 +8,6 @@ weights (for the tiny test models, and so the float reference can load what the 
 """
 
 import json
-import struct
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +15,7 @@ import numpy as np
 from .errors import RomaError
 from .model import GROUP, PROJECTIONS, LayerWeights, Model, ModelConfig
 from .quantize import quantize
+from .safetensors_io import SafetensorsFiles
 
 # our projection names -> the HF module holding them
 _HF_MODULE = {
@@ -26,60 +26,6 @@ _HF_MODULE = {
 
 def hf_projection_name(layer, proj):
     return f"model.layers.{layer}.{_HF_MODULE[proj]}.{proj}.weight"
-
-
-class _SafetensorsFiles:
-    """Tensor name -> file over one or several (sharded) .safetensors files, read as float32 numpy arrays.
-
-    safetensors' numpy backend cannot represent bfloat16 (numpy has no such dtype), and bf16 is how most
-    checkpoints are published. Those tensors are read from the file directly: the format is an 8-byte
-    little-endian header length, a JSON header giving each tensor's dtype, shape and byte offsets into the
-    data section that follows it, then the raw little-endian data.
-    """
-
-    def __init__(self, files):
-        self.where = {}    # name -> file
-        self.header = {}   # name -> (dtype string, shape, (begin, end)) from the file's own header
-        self.data_start = {}
-        for f in files:
-            try:
-                with open(f, "rb") as fh:
-                    (n,) = struct.unpack("<Q", fh.read(8))
-                    header = json.loads(fh.read(n))
-            except (OSError, struct.error, ValueError) as e:
-                raise RomaError(f"{f}: not a readable safetensors file ({type(e).__name__}: {e})")
-            self.data_start[f] = 8 + n
-            for name, info in header.items():
-                if name == "__metadata__":
-                    continue
-                self.where[name] = f
-                self.header[name] = (info["dtype"], tuple(info["shape"]), tuple(info["data_offsets"]))
-
-    def __contains__(self, name):
-        return name in self.where
-
-    def shape(self, name):
-        return self.header[name][1]
-
-    def get(self, name):
-        from safetensors import safe_open
-
-        f = self.where[name]
-        dtype, shape, (begin, end) = self.header[name]
-        if dtype == "BF16":
-            return self._read_bf16(f, shape, begin, end)
-        if dtype not in ("F32", "F16", "F64"):
-            raise RomaError(f"{f}: tensor {name} has dtype {dtype}; supported: F32, F16, BF16")
-        with safe_open(str(f), framework="np") as st:
-            return np.asarray(st.get_tensor(name), dtype=np.float32)
-
-    def _read_bf16(self, f, shape, begin, end):
-        count = int(np.prod(shape, dtype=np.int64))
-        if end - begin != 2 * count:
-            raise RomaError(f"{f}: bf16 tensor of shape {shape} has {end - begin} bytes, expected {2 * count}")
-        raw = np.fromfile(f, dtype="<u2", count=count, offset=self.data_start[f] + begin)
-        # bfloat16 is the top half of a float32: shifting its 16 bits up gives the exact float32 value
-        return (raw.astype(np.uint32) << 16).view(np.float32).reshape(shape)
 
 
 def _read_json(p, path):
@@ -184,7 +130,7 @@ def load_hf_dir(path, bits=4, name=None, with_tokenizer=True):
     files = sorted(path.glob("*.safetensors"))
     if not files:
         raise RomaError(f"{path}: no *.safetensors weight files")
-    st = _SafetensorsFiles(files)
+    st = SafetensorsFiles(files, what="weights")
 
     def tensor(tname, shape):
         if tname not in st:

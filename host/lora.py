@@ -14,13 +14,13 @@ import hashlib
 import json
 import math
 import re
-import struct
 from pathlib import Path
 
 import numpy as np
 
 from .errors import RomaError
 from .model import PROJECTIONS
+from .safetensors_io import SafetensorsFiles
 
 MAX_LORA_RANK = 64  # the device's LoRA capacity: rank vector buffer of 64 entries (two groups of 32)
 
@@ -32,7 +32,6 @@ ATTN = ("q_proj", "k_proj", "v_proj", "o_proj")
 _KEY = re.compile(r"^(?:base_model\.model\.)?(?:model\.)?layers\.(\d+)\.(self_attn|mlp)\.(\w+?)"
                   r"\.lora_([AB])(?:\.default)?\.weight$")
 
-_DTYPES = {"F32": np.dtype("<f4"), "F16": np.dtype("<f2"), "BF16": np.dtype("<u2"), "F64": np.dtype("<f8")}
 
 
 class Lora:
@@ -95,41 +94,8 @@ def _read_config(cfg):
 
 
 def read_safetensors(path):
-    """name -> float32 array for F32/F16/BF16/F64 tensors, parsed directly (numpy has no bfloat16)."""
-    data = Path(path).read_bytes()
-    bad = f"{path}: not a valid safetensors file"
-    if len(data) < 8:
-        raise RomaError(bad)
-    (n,) = struct.unpack("<Q", data[:8])
-    if n > len(data) - 8:
-        raise RomaError(bad)
-    try:
-        header = json.loads(data[8:8 + n].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise RomaError(bad)
-    if not isinstance(header, dict):
-        raise RomaError(bad)
-    body = memoryview(data)[8 + n:]
-    out = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        try:
-            dtype, shape, (begin, end) = info["dtype"], tuple(int(s) for s in info["shape"]), info["data_offsets"]
-        except (KeyError, TypeError, ValueError):
-            raise RomaError(f"{bad} (entry {name})")
-        if dtype not in _DTYPES:
-            raise RomaError(f"{path}: tensor {name} has dtype {dtype}; LoRA weights must be float32, "
-                            f"float16 or bfloat16")
-        dt = _DTYPES[dtype]
-        count = math.prod(shape)
-        if not (0 <= begin <= end <= len(body)) or end - begin != count * dt.itemsize:
-            raise RomaError(f"{bad} (tensor {name} has inconsistent offsets)")
-        a = np.frombuffer(body[begin:end], dtype=dt).reshape(shape)
-        if dtype == "BF16":
-            a = (a.astype(np.uint32) << 16).view(np.float32)
-        out[name] = a.astype(np.float32)
-    return out
+    """name -> float32 array for F32/F16/BF16/F64 tensors (see safetensors_io)."""
+    return SafetensorsFiles([path], what="LoRA weights").read_all()
 
 
 def _targets(conf, where):

@@ -101,13 +101,13 @@ def test_bf16_weights(tmp_path):
 
 
 def test_bf16_known_values(tmp_path):
-    from roma.host.import_hf import _SafetensorsFiles
+    from roma.host.safetensors_io import SafetensorsFiles
 
     vals = np.array([[1.0, -2.5, 0.0, 3.140625], [65280.0, -1e-3, 2.0 ** -130, -0.0]], np.float32)
     bits16 = (vals.view(np.uint32) >> 16).astype(np.uint16)
     f = tmp_path / "x.safetensors"
     _write_safetensors(f, {"a": ("F32", np.ones((1, 2), np.float32)), "x": ("BF16", bits16)})
-    got = _SafetensorsFiles([f]).get("x")
+    got = SafetensorsFiles([f]).get("x")
     assert got.dtype == np.float32 and got.shape == (2, 4)
     expected = (bits16.astype(np.uint32) << 16).view(np.float32)
     assert np.array_equal(got.view(np.uint32), expected.view(np.uint32))

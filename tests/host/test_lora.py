@@ -4,7 +4,6 @@ import json
 
 import numpy as np
 import pytest
-from safetensors.numpy import save_file
 
 from roma.host.errors import RomaError
 from roma.host.golden.lora import DeviceLora, padded_rank
