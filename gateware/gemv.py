@@ -36,10 +36,16 @@ class ActivationBuffer(Module):
         self.specials += self.mant, self.side, self.mant_r, self.side_r, self.mant_w, self.side_w
 
 
-class GEMVUnit(Module):
-    def __init__(self, cfg, images, max_cols):
+class LaneArray(Module):
+    """The sequencer, the activation buffer and one MAC lane per bank of weight memories.
+
+    lane_mems: per lane (weights, scales or None, row exponents, group exponents or None) Memories. Without
+    scales dq = 1 and mq = 0 (SRAM weights); without group exponents ew = 0 (everything but the K cache).
+    """
+
+    def __init__(self, cfg, lane_mems, max_cols, wbits=None, wsigned=False):
         lanes = cfg.lanes
-        assert len(images) == lanes
+        assert len(lane_mems) == lanes
         M, beats = cfg.macs_per_lane, cfg.beats_per_group
         # command interface ---------------------------------------------------------------------------
         self.word_base = Signal(24)     # first group index of the matrix in every bank
@@ -104,36 +110,42 @@ class GEMVUnit(Module):
         self.comb += [a.eq(act.mant_r.dat_r[j * cfg.act_bits:(j + 1) * cfg.act_bits]) for j, a in enumerate(acts)]
 
         candidates = None
-        if cfg.multiplier == "lut":
+        if cfg.multiplier == "lut" and wbits is None:
             # the B-ROM analogue: every multiple of each broadcast activation, made once for all lanes
             candidates = []
             for a in acts:
                 row_c = [Signal((cfg.code_bits + cfg.act_bits + 1, True)) for _ in range(1 << cfg.code_bits)]
-                self.comb += [c.eq(a * k) for k, c in enumerate(row_c)]
+                # shifts and adds only (a constant multiply would be mapped to a DSP): 2k = k << 1, 2k+1 = 2k + a
+                self.comb += row_c[0].eq(0)
+                for k in range(1, len(row_c)):
+                    self.comb += row_c[k].eq(row_c[k // 2] << 1 if k % 2 == 0 else row_c[k - 1] + a)
                 candidates.append(row_c)
 
-        for b, img in enumerate(images):
-            rom = Memory(cfg.word_bits, max(len(img.codes), 1), init=img.codes or [0])
-            srom = Memory(2 * cfg.scale_bits, max(len(img.scales), 1), init=img.scales or [0])
-            erom = Memory(cfg.exp_bits, max(len(img.rowexp), 1), init=img.rowexp or [0])
-            ports = [m.get_port() for m in (rom, srom, erom)]
-            self.specials += rom, srom, erom, *ports
-            rp, sp, ep = ports
-            self.comb += [
-                rp.adr.eq(widx * beats + beat),
-                sp.adr.eq(widx),
-                ep.adr.eq(self.row_base + row),
-            ]
-            lane = MACLane(cfg, candidates)
+        for b, (wmem, smem, emem, gmem) in enumerate(lane_mems):
+            rp, ep = wmem.get_port(), emem.get_port()
+            self.specials += rp, ep
+            lane = MACLane(cfg, candidates, wbits=wbits, wsigned=wsigned)
             setattr(self.submodules, f"lane{b}", lane)
             self.comb += [
+                rp.adr.eq(widx * beats + beat),
+                ep.adr.eq(self.row_base + row),
                 lane.codes.eq(rp.dat_r), *[l.eq(a) for l, a in zip(lane.acts, acts)],
                 lane.valid.eq(v_d), lane.first_beat.eq(fb_d), lane.last_beat.eq(lb_d),
                 lane.first_group.eq(fg_d), lane.last_group.eq(lg_d),
                 lane.gsum.eq(gsum), lane.ea.eq(ea), lane.er.eq(ep.dat_r),
-                lane.dq.eq(sp.dat_r[:cfg.scale_bits]), lane.mq.eq(sp.dat_r[cfg.scale_bits:]),
                 self.out[b].eq(lane.out),
             ]
+            if smem is not None:
+                sp = smem.get_port()
+                self.specials += sp
+                self.comb += [sp.adr.eq(widx), lane.dq.eq(sp.dat_r[:cfg.scale_bits]),
+                              lane.mq.eq(sp.dat_r[cfg.scale_bits:])]
+            else:
+                self.comb += [lane.dq.eq(1), lane.mq.eq(0)]
+            if gmem is not None:
+                gp = gmem.get_port()
+                self.specials += gp
+                self.comb += [gp.adr.eq(widx), lane.ew.eq(gp.dat_r)]
             if b == 0:
                 self.comb += self.out_valid.eq(lane.out_valid)
 
@@ -149,3 +161,40 @@ class GEMVUnit(Module):
             If(v_d, self.cnt_mac.eq(self.cnt_mac + 1)),
         ]
         self.latency = READ_LATENCY + PIPELINE_CYCLES
+
+
+class GEMVUnit(LaneArray):
+    """The L-unit: each lane's weights in B-ROM (block RAM initialised from the export's bank image)."""
+
+    def __init__(self, cfg, images, max_cols):
+        assert len(images) == cfg.lanes
+        lane_mems = []
+        for img in images:
+            # (Migen memories need a depth of at least 2)
+            rom = Memory(cfg.word_bits, max(len(img.codes), 2), init=img.codes or [0])
+            srom = Memory(2 * cfg.scale_bits, max(len(img.scales), 2), init=img.scales or [0])
+            erom = Memory(cfg.exp_bits, max(len(img.rowexp), 2), init=img.rowexp or [0])
+            self.specials += rom, srom, erom
+            lane_mems.append((rom, srom, erom, None))
+        LaneArray.__init__(self, cfg, lane_mems, max_cols)
+
+
+class SRAMUnit(LaneArray):
+    """The H-unit's lanes: 16-bit signed weights in writable SRAM banks (LoRA A/B, the KV cache), with a
+    row exponent per row and an optional exponent per (row, group); one write port per bank and memory."""
+
+    def __init__(self, cfg, groups_per_bank, rows_per_bank, max_cols, group_exp=False):
+        wbits = cfg.act_bits
+        lane_mems, self.w_ports, self.e_ports, self.g_ports = [], [], [], []
+        for _ in range(cfg.lanes):
+            w = Memory(cfg.macs_per_lane * wbits, max(groups_per_bank * cfg.beats_per_group, 2))
+            e = Memory(cfg.exp_bits, max(rows_per_bank, 2))
+            g = Memory(cfg.exp_bits, max(groups_per_bank, 2)) if group_exp else None
+            self.specials += [m for m in (w, e, g) if m is not None]
+            ports = [m.get_port(write_capable=True) if m is not None else None for m in (w, e, g)]
+            self.specials += [p for p in ports if p is not None]
+            self.w_ports.append(ports[0])
+            self.e_ports.append(ports[1])
+            self.g_ports.append(ports[2])
+            lane_mems.append((w, None, e, g))
+        LaneArray.__init__(self, cfg, lane_mems, max_cols, wbits=wbits, wsigned=True)

@@ -19,10 +19,14 @@ def rshift_round(x, s):
 
 
 class MACLane(Module):
-    def __init__(self, cfg, candidates=None):
-        M, b = cfg.macs_per_lane, cfg.code_bits
+    """wbits/wsigned: the weight operand (ROM codes by default; 16-bit signed for SRAM weights: LoRA, K, V)."""
+
+    def __init__(self, cfg, candidates=None, wbits=None, wsigned=False):
+        M = cfg.macs_per_lane
+        b = wbits or cfg.code_bits
+        pbits = b + cfg.act_bits + 5                        # sum of 32 products, signed
         # interface -------------------------------------------------------------------------------
-        self.codes = Signal(M * b)                          # this lane's ROM word
+        self.codes = Signal(M * b)                          # this lane's weight word (ROM or SRAM)
         self.acts = [Signal((cfg.act_bits, True)) for _ in range(M)]   # broadcast activation mantissas
         self.valid = Signal()
         self.first_beat = Signal()                          # first beat of a group
@@ -32,6 +36,7 @@ class MACLane(Module):
         self.gsum = Signal((cfg.group_sum_bits, True))      # S = sum of the group's mantissas (with last_beat)
         self.ea = Signal((cfg.exp_bits, True))              # the group's activation exponent (with last_beat)
         self.er = Signal((cfg.exp_bits, True))              # this row's weight exponent (with last_beat)
+        self.ew = Signal((cfg.exp_bits, True))              # a per-group weight exponent (K cache), else 0
         self.dq = Signal((cfg.scale_bits, True))            # with last_beat
         self.mq = Signal((cfg.scale_bits, True))
         self.out = Signal((cfg.vec_bits, True))
@@ -45,17 +50,18 @@ class MACLane(Module):
         prod_bits = b + cfg.act_bits + 1
         products = []
         for j in range(M):
-            q = self.codes[j * b:(j + 1) * b]
+            q = Signal((b, wsigned))
+            self.comb += q.eq(self.codes[j * b:(j + 1) * b])
             p = Signal((prod_bits, True))
             if cfg.multiplier == "dsp":
                 self.comb += p.eq(q * self.acts[j])
             else:
                 self.comb += p.eq(Array(candidates[j])[q])
             products.append(p)
-        beat = Signal((cfg.group_product_bits, True))
+        beat = Signal((pbits, True))
         v1, fb1, lb1, fg1, lg1 = (Signal() for _ in range(5))
         gsum1 = Signal.like(self.gsum)
-        shift1 = Signal((cfg.exp_bits + 2, True))
+        shift1 = Signal((cfg.exp_bits + 3, True))
         dq1, mq1 = Signal.like(self.dq), Signal.like(self.mq)
         self.sync += [
             beat.eq(sum(products)),
@@ -63,13 +69,13 @@ class MACLane(Module):
             fg1.eq(self.first_group), lg1.eq(self.last_group),
         ]
         self.sync += If(self.valid & self.last_beat,
-                        gsum1.eq(self.gsum), shift1.eq(self.ea + self.er + cfg.acc_frac),
+                        gsum1.eq(self.gsum), shift1.eq(self.ea + self.er + self.ew + cfg.acc_frac),
                         dq1.eq(self.dq), mq1.eq(self.mq))
 
         # 2: group product sum P --------------------------------------------------------------------
-        psum = Signal((cfg.group_product_bits, True))
-        pnext = Signal((cfg.group_product_bits, True))
-        P = Signal((cfg.group_product_bits, True))
+        psum = Signal((pbits, True))
+        pnext = Signal((pbits, True))
+        P = Signal((pbits, True))
         g2, fg2, lg2 = Signal(), Signal(), Signal()
         gsum2, shift2 = Signal.like(self.gsum), Signal.like(shift1)
         dq2, mq2 = Signal.like(self.dq), Signal.like(self.mq)
@@ -82,7 +88,7 @@ class MACLane(Module):
         ]
 
         # 3: T = dq * P + mq * S --------------------------------------------------------------------
-        t_bits = cfg.scale_bits + cfg.group_product_bits + 1
+        t_bits = cfg.scale_bits + pbits + 1
         T = Signal((t_bits, True))
         g3, fg3, lg3 = Signal(), Signal(), Signal()
         shift3 = Signal.like(shift1)

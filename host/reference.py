@@ -4,6 +4,8 @@ Needs torch (the ``float`` extra). The weights equal what transformers loads fro
 Q4_1/Q8_0 dequantization is exact in float32 and the q/k rows are unpermuted on import.
 """
 
+import os
+
 import numpy as np
 
 from .errors import RomaError
@@ -11,6 +13,7 @@ from .model import PROJECTIONS
 
 
 def _torch():
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
         import torch
     except ImportError:
@@ -52,13 +55,28 @@ def state_dict(model, lora=None):
 
 
 def float_model(model, lora=None):
+    """The float model; with an adapter, PEFT's own LoRA model on top of it (the adapter read by peft from its
+    folder), or, without peft, the adapter's delta merged into the weights."""
     torch = _torch()
     from transformers import LlamaForCausalLM
+    use_peft = lora is not None and lora.path is not None and _has_peft()
     hf = LlamaForCausalLM(hf_config(model.config))
-    sd = {k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)) for k, v in state_dict(model, lora).items()}
+    sd = {k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32))
+          for k, v in state_dict(model, None if use_peft else lora).items()}
     hf.load_state_dict(sd, strict=False)
     hf.tie_weights()
+    if use_peft:
+        from peft import PeftModel
+        hf = PeftModel.from_pretrained(hf, str(lora.path))
     return hf.eval()
+
+
+def _has_peft():
+    try:
+        import peft  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def float_logits(hf, tokens):
