@@ -5,11 +5,13 @@ Lane b holds rows r = b, b + lanes, ...; all lanes share addresses, so one seque
   ROM word     = (word_base + row * groups + group) * beats + beat
   scale entry  = word_base + row * groups + group
   row exponent = row_base + row
-  activation   = group * beats + beat  (macs_per_lane mantissas), side info (ea, S) per group
+  activation   = group: one word of 32 mantissas, S and ea; the beat selects macs_per_lane of them
 Results leave on `out` (one value per lane) with `out_row`, the row index within the banks.
 """
 
 from migen import *
+
+from roma.host.golden.numerics import GROUP
 
 from .mac_lane import MACLane, PIPELINE_CYCLES
 
@@ -22,18 +24,14 @@ def _signed(v, bits):
 
 
 class ActivationBuffer(Module):
-    """Quantized GEMV input: mantissas (macs_per_lane per word) and per group (ea, S); one write port each."""
+    """Quantized GEMV input, one word per group: 32 int16 mantissas, then S (their sum), then ea."""
 
     def __init__(self, cfg, max_cols):
-        M = cfg.macs_per_lane
-        groups = max_cols // 32
-        self.mant = Memory(M * cfg.act_bits, groups * cfg.beats_per_group)
-        self.side = Memory(cfg.exp_bits + cfg.group_sum_bits, groups)
-        self.mant_r = self.mant.get_port()
-        self.side_r = self.side.get_port()
-        self.mant_w = self.mant.get_port(write_capable=True)
-        self.side_w = self.side.get_port(write_capable=True)
-        self.specials += self.mant, self.side, self.mant_r, self.side_r, self.mant_w, self.side_w
+        self.layout = [("mant", GROUP * cfg.act_bits), ("gsum", cfg.group_sum_bits), ("ea", cfg.exp_bits)]
+        self.mem = Memory(sum(w for _, w in self.layout), max(max_cols // GROUP, 2))
+        self.r = self.mem.get_port()
+        self.w = self.mem.get_port(write_capable=True)
+        self.specials += self.mem, self.r, self.w
 
 
 class LaneArray(Module):
@@ -93,21 +91,22 @@ class LaneArray(Module):
             )
         ]
         # memories read at the issue cycle; control delayed by the read latency --------------------------
-        self.comb += [
-            act.mant_r.adr.eq(grp * beats + beat),
-            act.side_r.adr.eq(grp),
-        ]
+        self.comb += act.r.adr.eq(grp)
         ctrl = Cat(issuing, first_beat, last_beat, first_group, last_group)
         ctrl_d = Signal(len(ctrl))
-        self.sync += ctrl_d.eq(ctrl)
+        beat_d = Signal.like(beat)
+        self.sync += ctrl_d.eq(ctrl), beat_d.eq(beat)
         v_d, fb_d, lb_d, fg_d, lg_d = (ctrl_d[i] for i in range(5))
 
+        A = cfg.act_bits
         ea = Signal((cfg.exp_bits, True))
         gsum = Signal((cfg.group_sum_bits, True))
-        self.comb += [gsum.eq(act.side_r.dat_r[:cfg.group_sum_bits]),
-                      ea.eq(act.side_r.dat_r[cfg.group_sum_bits:])]
-        acts = [Signal((cfg.act_bits, True)) for _ in range(M)]
-        self.comb += [a.eq(act.mant_r.dat_r[j * cfg.act_bits:(j + 1) * cfg.act_bits]) for j, a in enumerate(acts)]
+        word = act.r.dat_r
+        self.comb += [gsum.eq(word[GROUP * A:GROUP * A + cfg.group_sum_bits]),
+                      ea.eq(word[GROUP * A + cfg.group_sum_bits:])]
+        acts = [Signal((A, True)) for _ in range(M)]
+        for j, a in enumerate(acts):
+            self.comb += Case(beat_d, {k: a.eq(word[(k * M + j) * A:(k * M + j + 1) * A]) for k in range(beats)})
 
         candidates = None
         if cfg.multiplier == "lut" and wbits is None:

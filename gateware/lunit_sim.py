@@ -17,13 +17,16 @@ def twos(v, bits):
 
 
 def act_words(cfg, qa, ea):
-    """One token's quantized input -> (mantissa words, side words) for the activation buffer."""
-    M = cfg.macs_per_lane
-    mant = [sum(twos(qa[w * M + j], cfg.act_bits) << (j * cfg.act_bits) for j in range(M))
-            for w in range(len(qa) // M)]
-    gs = np.asarray(qa).reshape(-1, GROUP).sum(axis=1)
-    side = [twos(s, cfg.group_sum_bits) | (twos(e, cfg.exp_bits) << cfg.group_sum_bits) for s, e in zip(gs, ea)]
-    return mant, side
+    """One token's quantized input -> activation-buffer words, one per group: mantissas, S, ea."""
+    A = cfg.act_bits
+    words = []
+    for g, e in enumerate(ea):
+        m = [int(v) for v in qa[g * GROUP:(g + 1) * GROUP]]
+        w = sum(twos(v, A) << (j * A) for j, v in enumerate(m))
+        w |= twos(sum(m), cfg.group_sum_bits) << (GROUP * A)
+        w |= twos(e, cfg.exp_bits) << (GROUP * A + cfg.group_sum_bits)
+        words.append(w)
+    return words
 
 
 def gemv_verilator_sim(cfg, mats, build_root=None):
@@ -38,22 +41,17 @@ def gemv_verilator_sim(cfg, mats, build_root=None):
     ios = {"word_base": dut.word_base, "row_base": dut.row_base, "rows": dut.rows, "groups": dut.groups,
            "start": dut.start, "busy": dut.busy, "done": dut.done, "out_valid": dut.out_valid,
            "out_row": dut.out_row, "cnt_busy": dut.cnt_busy, "cnt_mac": dut.cnt_mac,
-           "mant_adr": a.mant_w.adr, "mant_dat": a.mant_w.dat_w, "mant_we": a.mant_w.we,
-           "side_adr": a.side_w.adr, "side_dat": a.side_w.dat_w, "side_we": a.side_w.we}
+           "act_adr": a.w.adr, "act_dat": a.w.dat_w, "act_we": a.w.we}
     ios.update({f"out{b}": s for b, s in enumerate(dut.out)})
     return VerilatorSim(dut, ios, "gemv_unit", build_root=build_root), table
 
 
 def gemv_verilator_script(cfg, entry, qa, ea, timeout=100000):
     """The run_gemv sequence as a harness script: load activations, start, watch rows until done."""
-    mant, side = act_words(cfg, qa, ea)
-    lines = ["poke mant_we 1"]
-    for i, w in enumerate(mant):
-        lines += [f"poke mant_adr {i}", f"poke mant_dat 0x{w:x}", "step 1"]
-    lines += ["poke mant_we 0", "poke side_we 1"]
-    for i, w in enumerate(side):
-        lines += [f"poke side_adr {i}", f"poke side_dat 0x{w:x}", "step 1"]
-    lines += ["poke side_we 0",
+    lines = ["poke act_we 1"]
+    for i, w in enumerate(act_words(cfg, qa, ea)):
+        lines += [f"poke act_adr {i}", f"poke act_dat 0x{w:x}", "step 1"]
+    lines += ["poke act_we 0",
               f"poke word_base {entry['word_offset']}", f"poke row_base {entry['row_offset']}",
               f"poke rows {entry['rows_per_bank']}", f"poke groups {entry['groups']}",
               "poke start 1", "step 1", "poke start 0",

@@ -16,23 +16,17 @@ def run_gemv(cfg, mats, which, qa, ea, timeout=100000):
     entry = table[which]
     max_cols = max(t["cols"] for t in table)
     dut = GEMVUnit(cfg, bank_images(layout, cfg), max_cols)
-    mant, side = act_words(cfg, qa, ea)
+    words = act_words(cfg, qa, ea)
     y = np.zeros(entry["rows"], np.int64)
     stats = {}
 
     def tb():
-        for i, w in enumerate(mant):
-            yield dut.act.mant_w.adr.eq(i)
-            yield dut.act.mant_w.dat_w.eq(w)
-            yield dut.act.mant_w.we.eq(1)
+        for i, w in enumerate(words):
+            yield dut.act.w.adr.eq(i)
+            yield dut.act.w.dat_w.eq(w)
+            yield dut.act.w.we.eq(1)
             yield
-        yield dut.act.mant_w.we.eq(0)
-        for i, w in enumerate(side):
-            yield dut.act.side_w.adr.eq(i)
-            yield dut.act.side_w.dat_w.eq(w)
-            yield dut.act.side_w.we.eq(1)
-            yield
-        yield dut.act.side_w.we.eq(0)
+        yield dut.act.w.we.eq(0)
         yield dut.word_base.eq(entry["word_offset"])
         yield dut.row_base.eq(entry["row_offset"])
         yield dut.rows.eq(entry["rows_per_bank"])

@@ -26,7 +26,7 @@ def run_sram(cfg, codes, rowexp, gexp, qa, ea):
     groups = cols // GROUP
     per = rows // cfg.lanes
     dut = SRAMUnit(cfg, groups_per_bank=per * groups, rows_per_bank=per, max_cols=cols, group_exp=gexp is not None)
-    mant, side = act_words(cfg, qa, ea)
+    words = act_words(cfg, qa, ea)
     y = np.zeros(rows, np.int64)
 
     def write(port, items):
@@ -43,8 +43,7 @@ def run_sram(cfg, codes, rowexp, gexp, qa, ea):
             yield from write(dut.e_ports[b], rowexp[b::cfg.lanes])
             if gexp is not None:
                 yield from write(dut.g_ports[b], gexp[b::cfg.lanes].reshape(-1))
-        yield from write(dut.act.mant_w, mant)
-        yield from write(dut.act.side_w, side)
+        yield from write(dut.act.w, words)
         yield dut.word_base.eq(0)
         yield dut.row_base.eq(0)
         yield dut.rows.eq(per)

@@ -22,8 +22,7 @@ def lunit(cfg):
     dut = GEMVUnit(cfg, bank_images(layout, cfg), max_cols=m.config.hidden)
     a = dut.act
     ios = {dut.word_base, dut.row_base, dut.rows, dut.groups, dut.start, dut.busy, dut.done, dut.out_valid,
-           dut.out_row, *dut.out, a.mant_w.adr, a.mant_w.dat_w, a.mant_w.we, a.side_w.adr, a.side_w.dat_w,
-           a.side_w.we}
+           dut.out_row, *dut.out, a.w.adr, a.w.dat_w, a.w.we}
     code_bits = sum(len(c) * 8 for c in layout[0])
     return dut, ios, code_bits
 
