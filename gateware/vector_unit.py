@@ -2,14 +2,21 @@
 each exactly as the golden model defines it (host/golden/functions.py, numerics.py).
 
 VM words hold 32 elements of the vector format (VEC_BITS each), element e at bits [e*VEC_BITS, ...).
-A command names an op, two source word addresses (a, b), a destination (dst), a word count (n) and an
-auxiliary address (aux: the norm weights' first word). Ops:
-  ADD      dst = saturate(a + b)                               residual
-  QUANT    act[i] = quantize_act(a[i])  (to the activation write port, word dst + i)
-  RMS_MAX  e = max(0, bitlen(max |a|) - NORM_IN_BITS)          RMSNorm, pass 1
-  RMS_SS   ss = sum((a >> e)**2); then v, and R, sh = rsqrt_q(v)   pass 2
-  NORM     dst = round(round(((a >> e) * R) >> (RSQRT_FRAC - VEC_FRAC + sh/2)) * gamma[aux + i] >> 16)
+A command names an op, two source word addresses (a, b), a destination (dst), a word count (n), an
+auxiliary value (aux) and an element count (count, for masked softmax). Ops:
+  ADD      dst = saturate(a + b)                                       residual
+  QUANT    act[dst + i] = quantize_act(a[i])                           to the activation write port
+  RMS_MAX  e = max(0, bitlen(max |a|) - NORM_IN_BITS)                  RMSNorm, pass 1
+  RMS_SS   ss = sum((a >> e)**2); v; R, sh = rsqrt_q(v)                pass 2
+  NORM     dst = round(round((a >> e) * R >> (RSQRT_FRAC - VEC_FRAC + sh/2)) * gamma[aux + i] >> 16)
   SILU     dst = silu_mul(a, b)
+  ROPE     heads a .. a + n (head_dim/32 words each) rotated in place at position aux
+  SM_MAX   m = max over the first `count` elements of s = round(a * scale_q >> 16)   softmax, pass 1
+  SM_EXP   dst = exp_neg(s - m) (0 past count); z = sum; Rz, shz = recip_q(z)      pass 2
+  SM_NORM  dst = round(a * Rz >> (RECIP_FRAC + shz - PROB_FRAC))                    pass 3
+  AVEC     act[dst + i] = quantize_act(a[i] << (ve[aux + i] + VEC_FRAC), frac=2*VEC_FRAC)
+           (the probabilities scaled by V's exponents: the input of the weighted V sum)
+  ARGMAX   index of the first maximum over the first `count` elements
 Pipeline: issue, read, three compute stages, write (LATENCY cycles from issue to write).
 """
 
@@ -20,38 +27,73 @@ from roma.host.golden.numerics import ACT_BITS, ACT_MAX, GROUP, VEC_BITS, VEC_FR
 
 from .arith import abs_, bit_length, clamp, max_, rshift_round, saturate, tree
 
-OPS = {"add": 1, "quant": 2, "rms_max": 3, "rms_ss": 4, "norm": 5, "silu": 6}
+OPS = {"add": 1, "quant": 2, "rms_max": 3, "rms_ss": 4, "norm": 5, "silu": 6, "rope": 7, "sm_max": 8,
+       "sm_exp": 9, "sm_norm": 10, "avec": 11, "argmax": 12}
 LATENCY = 5
 GAMMA_BITS = 32
+TRIG_BITS = F.ROPE_FRAC + 2
+EXP_BITS = 8        # VE memory: V's group exponents, 32 positions per word
 
 
-def _elems(word, bits=VEC_BITS):
-    out = []
-    for e in range(GROUP):
-        s = Signal((bits, True))
-        out.append((s, s.eq(word[e * bits:(e + 1) * bits])))
-    return out
+def _elems(word, bits=VEC_BITS, signed=True):
+    sigs = [Signal((bits, signed)) for _ in range(GROUP)]
+    return sigs, [s.eq(word[e * bits:(e + 1) * bits]) for e, s in enumerate(sigs)]
+
+
+class _Table(Module):
+    """A constant table read at two neighbouring entries per element, for linear interpolation."""
+
+    def __init__(self, values, index_bits, data_bits, n):
+        self.specials.mem = mem = Memory(data_bits, len(values), init=[int(v) for v in values])
+        self.adr = [Signal(index_bits) for _ in range(n)]
+        self.t0 = [Signal((data_bits + 1, True)) for _ in range(n)]
+        self.t1 = [Signal((data_bits + 1, True)) for _ in range(n)]
+        for k in range(n):
+            p0, p1 = mem.get_port(), mem.get_port()
+            self.specials += p0, p1
+            self.comb += p0.adr.eq(self.adr[k]), p1.adr.eq(self.adr[k] + 1)
+            self.comb += self.t0[k].eq(p0.dat_r), self.t1[k].eq(p1.dat_r)
+
+
+def _quant_word(cfg, vals, vmax, frac, width):
+    """Statements and the activation word for one group (quantize_act): returns (stmts, word)."""
+    bl, sh = Signal(8), Signal(8)
+    stmts = bit_length(vmax, width, bl)
+    stmts += [sh.eq(Mux(bl > ACT_BITS - 1, bl - (ACT_BITS - 1), 0))]
+    half = Signal(width)
+    stmts += [half.eq((1 << sh) >> 1)]
+    m = [Signal((ACT_BITS + 1, True)) for _ in range(GROUP)]
+    stmts += [mv.eq(clamp((v + half) >> sh, -ACT_MAX, ACT_MAX)) for mv, v in zip(m, vals)]
+    gsum = Signal((cfg.group_sum_bits, True))
+    stmts += [gsum.eq(tree(lambda p, q: p + q, m))]
+    ea = Signal((cfg.exp_bits, True))
+    stmts += [ea.eq(sh - frac)]
+    return stmts, Cat(*[v[:ACT_BITS] for v in m], gsum, ea)
 
 
 class VectorUnit(Module):
-    def __init__(self, cfg, vm_words, dim, eps_q, gamma_words, act_bits=None):
+    def __init__(self, cfg, vm_words, dim, eps_q, gamma_words, head_dim=32, context=64, ve_words=2):
         W = VEC_BITS
         self.dim_recip = int(round((1 << F.MEAN_FRAC) / dim))
+        scale_q = F.attn_scale_q(head_dim)
         # command interface ---------------------------------------------------------------------------
         self.op = Signal(4)
-        self.a, self.b, self.dst, self.aux = (Signal(16) for _ in range(4))
-        self.n = Signal(16)
+        self.a, self.b, self.dst, self.aux, self.n, self.count = (Signal(16) for _ in range(6))
         self.start = Signal()
         self.busy = Signal()
         self.done = Signal()
-        # the activation write port (QUANT): one group per word, as ActivationBuffer lays it out
+        # the activation write port (QUANT, AVEC): one group per word, as ActivationBuffer lays it out
         self.act_adr = Signal(16)
         self.act_dat = Signal(GROUP * ACT_BITS + cfg.group_sum_bits + cfg.exp_bits)
         self.act_we = Signal()
-        # RMSNorm state, visible for tests
+        # results and state
         self.e = Signal(8)
         self.R = Signal(48)
         self.sh = Signal((8, True))
+        self.smax = Signal((W, True))
+        self.Rz = Signal(48)
+        self.shz = Signal((8, True))
+        self.argmax = Signal(16)
         self.cnt_busy = Signal(32)
 
         # # #
@@ -59,13 +101,19 @@ class VectorUnit(Module):
         self.specials.vm = vm = Memory(GROUP * W, vm_words)
         ra, rb = vm.get_port(), vm.get_port()
         wp = vm.get_port(write_capable=True)
-        self.vm_w = vm.get_port(write_capable=True)          # external writes (GEMV results, loads)
-        self.vm_r = vm.get_port()                            # external reads
+        self.vm_w = vm.get_port(write_capable=True, we_granularity=W)   # GEMV results (lane slices), loads
+        self.vm_r = vm.get_port()
         self.specials.gamma = gmem = Memory(GROUP * GAMMA_BITS, max(len(gamma_words), 2), init=gamma_words)
         gp = gmem.get_port()
-        self.specials += ra, rb, wp, self.vm_w, self.vm_r, gp
+        self.gamma_w = gmem.get_port(write_capable=True)      # norm weights can also be (re)loaded
+        self.specials += self.gamma_w
+        self.specials.ve = vemem = Memory(GROUP * EXP_BITS, max(ve_words, 2))
+        vep = vemem.get_port()
+        self.ve_w = vemem.get_port(write_capable=True, we_granularity=EXP_BITS)
+        self.specials += ra, rb, wp, self.vm_w, self.vm_r, gp, vep, self.ve_w
+        half = head_dim // 2
 
-        # issue: a word index i per cycle --------------------------------------------------------------
+        # issue: a word index i per cycle (ROPE on 64-wide heads: every other cycle) ---------------------
         i = Signal(16)
         issuing = Signal()
         op = Signal(4)
@@ -77,177 +125,270 @@ class VectorUnit(Module):
                 If(i == self.n - 1, issuing.eq(0)),
             )
         ]
-        self.comb += [ra.adr.eq(self.a + i), rb.adr.eq(self.b + i), gp.adr.eq(self.aux + i)]
-        # valid and word index travel down the pipeline
+        wpr = head_dim // GROUP          # words per head for ROPE
+        self.comb += [
+            ra.adr.eq(Mux(op == OPS["rope"], self.a + i * wpr, self.a + i)),
+            rb.adr.eq(Mux(op == OPS["rope"], self.a + i * wpr + (wpr - 1), self.b + i)),
+            gp.adr.eq(self.aux + i), vep.adr.eq(self.aux + i),
+        ]
         valid = [issuing] + [Signal() for _ in range(LATENCY)]
         idx = [i] + [Signal(16) for _ in range(LATENCY)]
         for k in range(LATENCY):
             self.sync += valid[k + 1].eq(valid[k]), idx[k + 1].eq(idx[k])
 
-        # stage 1: operands read ---------------------------------------------------------------------
-        xa = _elems(ra.dat_r)
-        xb = _elems(rb.dat_r)
-        gm = _elems(gp.dat_r, GAMMA_BITS)
-        self.comb += [s for _, s in xa + xb + gm]
-        x = [s for s, _ in xa]
-        y = [s for s, _ in xb]
-        g = [s for s, _ in gm]
+        # operands (stage 1 reads them) ------------------------------------------------------------------
+        x, s = _elems(ra.dat_r)
+        y, s2 = _elems(rb.dat_r)
+        g, s3 = _elems(gp.dat_r, GAMMA_BITS)
+        ve, s4 = _elems(vep.dat_r, EXP_BITS)
+        self.comb += s + s2 + s3 + s4
+        elem = [Signal(16) for _ in range(GROUP)]          # global element index of each slot
+        inmask = [Signal() for _ in range(GROUP)]
+        for e in range(GROUP):
+            self.comb += elem[e].eq(idx[1] * GROUP + e), inmask[e].eq(elem[e] < self.count)
 
-        # RMSNorm reductions ---------------------------------------------------------------------------
-        amax = Signal(W)
-        ss = Signal(2 * W + 16)
-        word_max = Signal(W)
-        word_ss = Signal(2 * W + 8)
-        xs = [Signal((W, True)) for _ in range(GROUP)]
-        self.comb += [s.eq(v >> self.e) for s, v in zip(xs, x)]
-        self.comb += word_max.eq(tree(max_, [abs_(v) for v in x]))
-        sq = [Signal(2 * W) for _ in range(GROUP)]
-        self.comb += [q.eq(v * v) for q, v in zip(sq, xs)]
-        self.comb += word_ss.eq(tree(lambda p, q: p + q, sq))
-
-        # stage registers --------------------------------------------------------------------------------
-        r1 = [Signal((2 * W + 8, True)) for _ in range(GROUP)]   # per-element stage-1 results
-        r1x = [Signal((W, True)) for _ in range(GROUP)]
+        # per-slot pipeline registers
+        r1 = [Signal((2 * W + 8, True)) for _ in range(GROUP)]
+        r1x = [Signal((W + 16, True)) for _ in range(GROUP)]
         r1y = [Signal((W, True)) for _ in range(GROUP)]
         r1g = [Signal((GAMMA_BITS, True)) for _ in range(GROUP)]
+        r1m = [Signal() for _ in range(GROUP)]
         r2 = [Signal((2 * W + 8, True)) for _ in range(GROUP)]
         r2y = [Signal((W, True)) for _ in range(GROUP)]
         r3 = [Signal((W, True)) for _ in range(GROUP)]
-        r1max = Signal(W)
-        r2act = Signal(len(self.act_dat))
+        r1max = Signal(W + 16)
 
-        # SiLU: sigmoid table, two entries per element -------------------------------------------------
-        sig_table = [int(v) for v in F.SIG_TABLE]
-        self.specials.sig = smem = Memory(F.SIG_FRAC + 2, len(sig_table), init=sig_table)
+        # tables ---------------------------------------------------------------------------------------------
+        self.submodules.sig = sig = _Table(F.SIG_TABLE, 12, F.SIG_FRAC + 1, GROUP)
+        self.submodules.exp2 = exp2 = _Table(F.EXP2_TABLE, F.EXP_TABLE_BITS + 1, F.EXP_FRAC + 1, GROUP)
         sshift = VEC_FRAC - F.SIG_STEP_BITS
-        lo = -F.SIG_RANGE << F.SIG_STEP_BITS
-        sig1 = []
+        slo = -F.SIG_RANGE << F.SIG_STEP_BITS
+        elow = VEC_FRAC - F.EXP_TABLE_BITS
+
+        # stage 1 ---------------------------------------------------------------------------------------------
+        xs = [Signal((W, True)) for _ in range(GROUP)]
+        scaled = [Signal((W + 1, True)) for _ in range(GROUP)]
+        xscale = [Signal((W + 18, True)) for _ in range(GROUP)]
+        tt = [Signal(W + 20) for _ in range(GROUP)]          # exp_neg's t (non-negative)
+        avec = [Signal((W + 16, True)) for _ in range(GROUP)]
+        word_vals = [Signal(W + 16) for _ in range(GROUP)]    # |value| feeding the word's max
         for e in range(GROUP):
             gc = Signal((W, True))
             uc = Signal((W, True))
-            self.comb += gc.eq(clamp(x[e], -F.SILU_IN_MAX, F.SILU_IN_MAX)), uc.eq(clamp(y[e], -F.SILU_IN_MAX, F.SILU_IN_MAX))
             tidx = Signal((W, True))
-            self.comb += tidx.eq(gc >> sshift)
-            p0, p1 = smem.get_port(), smem.get_port()
-            self.specials += p0, p1
-            ti = Signal(12)
-            self.comb += ti.eq(clamp(tidx - lo, 0, len(sig_table) - 2))
-            self.comb += p0.adr.eq(ti), p1.adr.eq(ti + 1)
-            sig1.append((gc, uc, tidx, p0, p1))
-
-        # stage 1 (end of the read cycle) ------------------------------------------------------------
-        for e in range(GROUP):
-            gc, uc, tidx, _, _ = sig1[e]
+            negd = Signal((W + 2, True))
+            vsh_e = Signal(6)                                  # V's exponent + VEC_FRAC >= 0
+            self.comb += [
+                xs[e].eq(x[e] >> self.e),
+                gc.eq(clamp(x[e], -F.SILU_IN_MAX, F.SILU_IN_MAX)),
+                uc.eq(clamp(y[e], -F.SILU_IN_MAX, F.SILU_IN_MAX)),
+                tidx.eq(gc >> sshift),
+                sig.adr[e].eq(clamp(tidx - slo, 0, len(F.SIG_TABLE) - 2)),
+                xscale[e].eq(x[e] * scale_q),
+                scaled[e].eq(rshift_round(xscale[e], 16)),
+                negd.eq(self.smax - scaled[e]),
+                tt[e].eq((Mux(negd > F.EXP_IN_MAX, F.EXP_IN_MAX, negd) * F.LOG2E_Q) >> 16),
+                exp2.adr[e].eq(tt[e][elow:VEC_FRAC]),
+                vsh_e.eq(ve[e] + VEC_FRAC),
+                avec[e].eq(x[e] << vsh_e),
+                word_vals[e].eq(Mux(op == OPS["avec"], abs_(avec[e]), abs_(x[e]))),
+            ]
             self.sync += [
-                r1x[e].eq(Mux(op == OPS["silu"], gc, x[e])),
+                r1x[e].eq(Mux(op == OPS["silu"], gc, Mux(op == OPS["avec"], avec[e],
+                                                         Mux(op == OPS["sm_exp"], tt[e], x[e])))),
                 r1y[e].eq(Mux(op == OPS["silu"], uc, y[e])),
                 r1g[e].eq(g[e]),
+                r1m[e].eq(inmask[e]),
                 Case(op, {
                     OPS["add"]: r1[e].eq(x[e] + y[e]),
                     OPS["norm"]: r1[e].eq(xs[e] * self.R),
                     OPS["silu"]: r1[e].eq(tidx),
+                    OPS["sm_max"]: r1[e].eq(scaled[e]),
+                    OPS["sm_norm"]: r1[e].eq(x[e] * self.Rz),
+                    OPS["argmax"]: r1[e].eq(x[e]),
                     "default": r1[e].eq(0),
                 }),
             ]
-        self.sync += r1max.eq(word_max)
+        self.sync += r1max.eq(tree(max_, word_vals))
+
+        # ROPE: rotated pairs (j, j + head_dim/2) of one head, both halves computed at stage 1 ------------
+        self.specials.cos = cmem = Memory(half * TRIG_BITS, context)
+        self.specials.sin = smem = Memory(half * TRIG_BITS, context)
+        cp, sp = cmem.get_port(), smem.get_port()
+        self.specials += cp, sp
+        self.comb += cp.adr.eq(self.aux), sp.adr.eq(self.aux)
+        self.cos_mem, self.sin_mem = cmem, smem
+        cs, s5 = _elems(cp.dat_r, TRIG_BITS)
+        sn, s6 = _elems(sp.dat_r, TRIG_BITS)
+        self.comb += s5[:half] + s6[:half]
+        # the head's elements: one word (head_dim 32) or two (64)
+        head = x[:head_dim] if head_dim <= GROUP else x + y
+        rot = [Signal((W, True)) for _ in range(head_dim)]
+        for j in range(half):
+            a_ = Signal((W, True))
+            b_ = Signal((W, True))
+            self.comb += a_.eq(clamp(head[j], -F.ROPE_IN_MAX, F.ROPE_IN_MAX)), \
+                b_.eq(clamp(head[j + half], -F.ROPE_IN_MAX, F.ROPE_IN_MAX))
+            ra_, rb_ = Signal((W + TRIG_BITS + 1, True)), Signal((W + TRIG_BITS + 1, True))
+            self.comb += ra_.eq(a_ * cs[j] - b_ * sn[j]), rb_.eq(b_ * cs[j] + a_ * sn[j])
+            self.comb += rot[j].eq(rshift_round(ra_, F.ROPE_FRAC)), rot[j + half].eq(rshift_round(rb_, F.ROPE_FRAC))
+        rope_hi = [Signal((W, True)) for _ in range(GROUP)]     # second word of a 64-wide head
+        r2hi = [Signal((W, True)) for _ in range(GROUP)]
+        r3hi = [Signal((W, True)) for _ in range(GROUP)]
+        rope_lo = rot[:GROUP] if head_dim >= GROUP else rot + x[head_dim:]
+        r1rope = [Signal((W, True)) for _ in range(GROUP)]
+        self.sync += [r1rope[e].eq(rope_lo[e]) for e in range(GROUP)]
+        if head_dim > GROUP:
+            self.sync += [rope_hi[e].eq(rot[GROUP + e]) for e in range(GROUP)]
 
         # stage 2 ------------------------------------------------------------------------------------------
         norm_shift = Signal(8)
         self.comb += norm_shift.eq(F.RSQRT_FRAC - VEC_FRAC + (self.sh >> 1))
-        # QUANT: one group per word
-        qsh = Signal(8)
-        qbl = Signal(8)
-        self.comb += bit_length(r1max, W, qbl)
-        self.comb += qsh.eq(Mux(qbl > ACT_BITS - 1, qbl - (ACT_BITS - 1), 0))
-        qm = [Signal((ACT_BITS + 1, True)) for _ in range(GROUP)]
-        qhalf = Signal(W)
-        self.comb += qhalf.eq((1 << qsh) >> 1)
-        for e in range(GROUP):
-            self.comb += qm[e].eq(clamp((r1x[e] + qhalf) >> qsh, -ACT_MAX, ACT_MAX))
-        qsum = Signal((cfg.group_sum_bits, True))
-        self.comb += qsum.eq(tree(lambda p, q: p + q, qm))
-        act_word = Cat(*[m[:ACT_BITS] for m in qm], qsum, (qsh - VEC_FRAC)[:cfg.exp_bits])
         nhalf = Signal(W)
         self.comb += nhalf.eq((1 << norm_shift) >> 1)
+        smn_shift = Signal(8)
+        self.comb += smn_shift.eq(F.RECIP_FRAC + self.shz - F.PROB_FRAC)
+        shalf = Signal(W + 8)
+        self.comb += shalf.eq((1 << smn_shift) >> 1)
+        q_stmts, q_word = _quant_word(cfg, r1x, r1max, VEC_FRAC, W + 16)
+        a_stmts, a_word = _quant_word(cfg, r1x, r1max, 2 * VEC_FRAC, W + 16)
+        self.comb += q_stmts + a_stmts
+        r2act = Signal(len(self.act_dat))
+        self.sync += r2act.eq(Mux(op == OPS["avec"], a_word, q_word))
+        r2rope = [Signal((W, True)) for _ in range(GROUP)]
         for e in range(GROUP):
-            gc, uc, tidx, p0, p1 = sig1[e]
             frac = Signal(sshift)
             self.comb += frac.eq(r1x[e][:sshift])
-            t0 = Signal((F.SIG_FRAC + 2, True))
-            t1 = Signal((F.SIG_FRAC + 2, True))
-            self.comb += t0.eq(p0.dat_r), t1.eq(p1.dat_r)
-            sig = Signal((F.SIG_FRAC + 2, True))
-            inside = (r1[e] >= lo) & (r1[e] < -lo)
-            self.comb += sig.eq(Mux(inside, t0 + (((t1 - t0) * frac) >> sshift),
-                                    Mux(r1[e] < lo, sig_table[0], 1 << F.SIG_FRAC)))
+            sgm = Signal((F.SIG_FRAC + 2, True))
+            sslope = Signal((F.SIG_FRAC + 2 + sshift + 1, True))
+            inside = (r1[e] >= slo) & (r1[e] < -slo)
+            self.comb += sslope.eq((sig.t1[e] - sig.t0[e]) * frac)
+            self.comb += sgm.eq(Mux(inside, sig.t0[e] + (sslope >> sshift),
+                                    Mux(r1[e] < slo, int(F.SIG_TABLE[0]), 1 << F.SIG_FRAC)))
             ynorm = Signal((W + 8, True))
             self.comb += ynorm.eq((r1[e] + nhalf) >> norm_shift)
+            # exp_neg from t (r1x holds it for SM_EXP)
+            ev = Signal((F.EXP_FRAC + 2, True))
+            en = Signal(W + 20)
+            lo_f = Signal(elow)
+            self.comb += en.eq(r1x[e] >> VEC_FRAC), lo_f.eq(r1x[e][:elow])
+            eslope = Signal((F.EXP_FRAC + 2 + elow + 1, True))
+            self.comb += eslope.eq((exp2.t1[e] - exp2.t0[e]) * lo_f)
+            self.comb += ev.eq(exp2.t0[e] + (eslope >> elow))
             self.sync += [
                 r2y[e].eq(r1y[e]),
+                r2rope[e].eq(r1rope[e]),
                 Case(op, {
                     OPS["add"]: r2[e].eq(saturate(r1[e], W)),
                     OPS["norm"]: r2[e].eq(rshift_round(ynorm * r1g[e], F.GAMMA_FRAC)),
-                    OPS["silu"]: r2[e].eq(rshift_round(r1x[e] * sig, F.SIG_FRAC)),
+                    OPS["silu"]: r2[e].eq(rshift_round(r1x[e] * sgm, F.SIG_FRAC)),
+                    OPS["sm_exp"]: r2[e].eq(Mux(r1m[e] & (en < 32), ev >> en[:6], 0)),
+                    OPS["sm_norm"]: r2[e].eq((r1[e] + shalf) >> smn_shift),
+                    OPS["sm_max"]: r2[e].eq(r1[e]),
                     "default": r2[e].eq(0),
                 }),
             ]
-        self.sync += r2act.eq(act_word)
+            if head_dim > GROUP:
+                self.sync += r2hi[e].eq(rope_hi[e])
 
         # stage 3 ------------------------------------------------------------------------------------------
         for e in range(GROUP):
             self.sync += Case(op, {
                 OPS["silu"]: r3[e].eq(saturate(rshift_round(r2[e] * r2y[e], VEC_FRAC), W)),
                 OPS["norm"]: r3[e].eq(saturate(r2[e], W)),
+                OPS["rope"]: r3[e].eq(r2rope[e]),
                 "default": r3[e].eq(r2[e]),
             })
+            if head_dim > GROUP:
+                self.sync += r3hi[e].eq(r2hi[e])
         r3act = Signal(len(self.act_dat))
         self.sync += r3act.eq(r2act)
 
-        # write back and reductions ---------------------------------------------------------------------------
+        # write back ------------------------------------------------------------------------------------------
         wv = valid[4]
         widx = idx[4]
-        writes = (op == OPS["add"]) | (op == OPS["norm"]) | (op == OPS["silu"])
+        writes = (op == OPS["add"]) | (op == OPS["norm"]) | (op == OPS["silu"]) | (op == OPS["sm_exp"]) | \
+                 (op == OPS["sm_norm"]) | (op == OPS["rope"])
+        hi_pending = Signal()
+        hi_adr = Signal(16)
+        hi_dat = Signal(GROUP * W)
         self.comb += [
-            wp.adr.eq(self.dst + widx), wp.dat_w.eq(Cat(*[v[:W] for v in r3])), wp.we.eq(wv & writes),
-            self.act_adr.eq(self.dst + widx), self.act_dat.eq(r3act), self.act_we.eq(wv & (op == OPS["quant"])),
+            wp.adr.eq(Mux(op == OPS["rope"], self.a + widx * wpr, self.dst + widx)),
+            wp.dat_w.eq(Cat(*[v[:W] for v in r3])), wp.we.eq(wv & writes),
+            self.act_adr.eq(self.dst + widx), self.act_dat.eq(r3act),
+            self.act_we.eq(wv & ((op == OPS["quant"]) | (op == OPS["avec"]))),
         ]
-        # reductions take stage-1 values (valid[2] marks them)
+        if head_dim > GROUP:
+            # the second word of a rotated 64-wide head goes through the external write port a cycle later
+            self.sync += hi_pending.eq(wv & (op == OPS["rope"])), hi_adr.eq(self.a + widx * wpr + 1), \
+                hi_dat.eq(Cat(*[v[:W] for v in r3hi]))
+        self.rope_hi = (hi_pending, hi_adr, hi_dat)
+
+        # reductions (stage-2 values, valid[3]) -----------------------------------------------------------
+        amax = Signal(W + 16)
+        ss = Signal(2 * W + 16)
+        z = Signal(W + 16)
+        r2max = Signal(W + 16)
+        word_ss = Signal(2 * W + 8)
+        sq = [Signal(2 * W) for _ in range(GROUP)]
+        self.comb += [q.eq(v * v) for q, v in zip(sq, xs)]
+        r1ss = Signal(2 * W + 8)
+        self.sync += r1ss.eq(tree(lambda p, q: p + q, sq)), r2max.eq(r1max)
+        self.comb += word_ss.eq(r1ss)
+        self.sync += If(valid[2] & (op == OPS["rms_ss"]) & ~(self.start & ~self.busy), ss.eq(ss + word_ss))
+        # masked max of the scaled scores, first maximum wins for ARGMAX
+        best = Signal((W + 1, True))
+        best_i = Signal(16)
+        wbest = Signal((W + 1, True))
+        wbest_i = Signal(16)
+        cands = []
+        for e in range(GROUP):
+            sv = Signal((W + 1, True))                 # a signed view of the stage-1 value
+            self.comb += sv.eq(Mux(r1m[e], r1[e], -(1 << W)))
+            cands.append((sv, e))
+        self.comb += wbest.eq(cands[0][0]), wbest_i.eq(idx[2] * GROUP)
+        chain = []
+        for v, e in cands[1:]:
+            chain.append(If(v > wbest, wbest.eq(v), wbest_i.eq(idx[2] * GROUP + e)))
+        self.comb += chain
+        r2best, r2best_i = Signal((W + 1, True)), Signal(16)
+        self.sync += r2best.eq(wbest), r2best_i.eq(wbest_i)
+        word_z = Signal(W + 16)
+        self.comb += word_z.eq(tree(lambda p, q: p + q, [r2[e][:F.EXP_FRAC + 2] for e in range(GROUP)]))
+        first = Signal()
         self.sync += [
             If(self.start & ~self.busy,
-                If(self.op == OPS["rms_max"], amax.eq(0)),
-                If(self.op == OPS["rms_ss"], ss.eq(0)),
-            ).Elif(valid[2] & (op == OPS["rms_max"]), amax.eq(max_(amax, r1max))),
-        ]
-        sq_reg = Signal(2 * W + 8)
-        self.sync += sq_reg.eq(word_ss)
-        self.sync += If(valid[2] & (op == OPS["rms_ss"]), ss.eq(ss + sq_reg))
+                amax.eq(0), ss.eq(0), z.eq(0), first.eq(1),
+            ).Elif(valid[3],
+                If(op == OPS["rms_max"], amax.eq(max_(amax, r2max))),
 
-        # finish: e after RMS_MAX, v -> (R, sh) after RMS_SS, then done -------------------------------------
+                If(op == OPS["sm_exp"], z.eq(z + word_z)),
+                If((op == OPS["sm_max"]) | (op == OPS["argmax"]),
+                    first.eq(0),
+                    If(first | (r2best > best), best.eq(r2best), best_i.eq(r2best_i))),
+            )
+        ]
+        self.comb += self.smax.eq(best), self.argmax.eq(best_i)
+
+        # finish: e after RMS_MAX, (R, sh) after RMS_SS, (Rz, shz) after SM_EXP ------------------------------
         bl = Signal(8)
-        self.comb += bit_length(amax, W, bl)
+        self.comb += bit_length(amax, W + 16, bl)
         v = Signal(2 * W + 16)
+        self.submodules.rsq = rsq = _Table(F.RSQRT_TABLE, F.TABLE_BITS + 1, F.RSQRT_FRAC, 1)
+        self.submodules.rcp = rcp = _Table(F.RECIP_TABLE, F.TABLE_BITS + 1, F.RECIP_FRAC, 1)
         vbl = Signal(8)
         vsh = Signal((8, True))
         m = Signal(F.MANT_BITS + 1)
+        even = Signal()
         self.comb += bit_length(v, 2 * W + 16, vbl)
-        self.comb += vsh.eq(vbl - F.MANT_BITS + ((vbl - F.MANT_BITS) & 1))
+        self.comb += vsh.eq(vbl - F.MANT_BITS + Mux(even, (vbl - F.MANT_BITS) & 1, 0))
         self.comb += m.eq(Mux(vsh >= 0, v >> vsh, v << -vsh))
-        rs_table = [int(t) for t in F.RSQRT_TABLE]
-        self.specials.rsq = rmem = Memory(F.RSQRT_FRAC, len(rs_table), init=rs_table)
-        q0, q1 = rmem.get_port(), rmem.get_port()
-        self.specials += q0, q1
-        ri = Signal(F.TABLE_BITS + 1)
-        self.comb += ri.eq(m >> F.INTERP_BITS), q0.adr.eq(ri), q1.adr.eq(ri + 1)
+        self.comb += rsq.adr[0].eq(m >> F.INTERP_BITS), rcp.adr[0].eq(m >> F.INTERP_BITS)
         rfrac = Signal(F.INTERP_BITS)
         fin = Signal(3)
         drain = Signal(4)
-        ss_mean = Signal(2 * W + 16)
-        self.comb += ss_mean.eq((ss * self.dim_recip) >> F.MEAN_FRAC)
         vraw = Signal(2 * W + 16)
-        self.comb += vraw.eq(ss_mean + (eps_q >> (self.e << 1)))
-        t0s = Signal((F.RSQRT_FRAC + 1, True))
-        t1s = Signal((F.RSQRT_FRAC + 1, True))
-        self.comb += t0s.eq(q0.dat_r), t1s.eq(q1.dat_r)
+        self.comb += vraw.eq(((ss * self.dim_recip) >> F.MEAN_FRAC) + (eps_q >> (self.e << 1)))
         self.sync += [
             self.done.eq(0),
             If(self.busy, self.cnt_busy.eq(self.cnt_busy + 1)),
@@ -257,16 +398,31 @@ class VectorUnit(Module):
                     If(op == OPS["rms_max"],
                         self.e.eq(Mux(bl > F.NORM_IN_BITS, bl - F.NORM_IN_BITS, 0)),
                         self.busy.eq(0), self.done.eq(1),
-                    ).Elif(op == OPS["rms_ss"],
+                    ).Elif((op == OPS["rms_ss"]) | (op == OPS["sm_exp"]),
                         fin.eq(fin + 1),
                         Case(fin, {
-                            0: v.eq(Mux(vraw == 0, 1, vraw)),
-                            1: [rfrac.eq(m[:F.INTERP_BITS]), self.sh.eq(vsh)],      # table read issued
+                            0: [v.eq(Mux(op == OPS["rms_ss"], Mux(vraw == 0, 1, vraw), z)),
+                                even.eq(op == OPS["rms_ss"])],
+                            1: [rfrac.eq(m[:F.INTERP_BITS]),
+                                If(op == OPS["rms_ss"], self.sh.eq(vsh)).Else(self.shz.eq(vsh))],
                             2: [],
-                            3: [self.R.eq(t0s + (((t1s - t0s) * rfrac) >> F.INTERP_BITS)),
+                            3: [If(op == OPS["rms_ss"],
+                                   self.R.eq(rsq.t0[0] + (((rsq.t1[0] - rsq.t0[0]) * rfrac) >> F.INTERP_BITS)),
+                                ).Else(
+                                   self.Rz.eq(rcp.t0[0] + (((rcp.t1[0] - rcp.t0[0]) * rfrac) >> F.INTERP_BITS)),
+                                ),
                                 self.busy.eq(0), self.done.eq(1)],
                         }),
                     ).Else(self.busy.eq(0), self.done.eq(1)),
                 ),
             ),
         ]
+
+    def set_rope(self, cos, sin):
+        """Fill the RoPE tables (context x head_dim/2 Q16 values) before conversion or simulation."""
+        half = cos.shape[1]
+        m = (1 << TRIG_BITS) - 1
+        self.cos_mem.init = [sum((int(v) & m) << (TRIG_BITS * j) for j, v in enumerate(row)) for row in cos]
+        self.sin_mem.init = [sum((int(v) & m) << (TRIG_BITS * j) for j, v in enumerate(row)) for row in sin]
+        assert half * TRIG_BITS == self.cos_mem.width
+
