@@ -50,6 +50,7 @@ class LaneArray(Module):
         self.row_base = Signal(16)
         self.rows = Signal(16)          # rows per bank
         self.groups = Signal(12)        # groups per row (cols / 32)
+        self.stride = Signal(16)        # groups between row starts in memory (0: = groups)
         self.start = Signal()
         self.busy = Signal()
         self.done = Signal()            # one-cycle pulse when the last row has left the pipeline
@@ -69,6 +70,9 @@ class LaneArray(Module):
         row, grp, beat = Signal(16), Signal(12), Signal(8)
         issuing = Signal()
         widx = Signal(24)               # group index within the bank
+        row_start = Signal(24)
+        step = Signal(16)
+        self.comb += step.eq(Mux(self.stride == 0, self.groups, self.stride))
         first_beat, last_beat = Signal(), Signal()
         first_group, last_group = Signal(), Signal()
         last_all = Signal()
@@ -80,11 +84,12 @@ class LaneArray(Module):
         self.sync += [
             If(self.start & ~self.busy,
                 issuing.eq(1), row.eq(0), grp.eq(0), beat.eq(0), widx.eq(self.word_base),
+                row_start.eq(self.word_base),
             ).Elif(issuing,
                 If(last_beat,
                     beat.eq(0), widx.eq(widx + 1),
                     If(last_group,
-                        grp.eq(0), row.eq(row + 1),
+                        grp.eq(0), row.eq(row + 1), widx.eq(row_start + step), row_start.eq(row_start + step),
                         If(last_all, issuing.eq(0)),
                     ).Else(grp.eq(grp + 1)),
                 ).Else(beat.eq(beat + 1)),
@@ -186,11 +191,15 @@ class SRAMUnit(LaneArray):
         wbits = cfg.act_bits
         lane_mems, self.w_ports, self.e_ports, self.g_ports = [], [], [], []
         for _ in range(cfg.lanes):
-            w = Memory(cfg.macs_per_lane * wbits, max(groups_per_bank * cfg.beats_per_group, 2))
-            e = Memory(cfg.exp_bits, max(rows_per_bank, 2))
-            g = Memory(cfg.exp_bits, max(groups_per_bank, 2)) if group_exp else None
+            wdepth, edepth, gdepth = max(groups_per_bank * cfg.beats_per_group, 2), max(rows_per_bank, 2), \
+                max(groups_per_bank, 2)
+            # zero-initialised: unwritten exponents must read 0, and stale weights must be finite numbers
+            w = Memory(cfg.macs_per_lane * wbits, wdepth, init=[0] * wdepth)
+            e = Memory(cfg.exp_bits, edepth, init=[0] * edepth)
+            g = Memory(cfg.exp_bits, gdepth, init=[0] * gdepth) if group_exp else None
             self.specials += [m for m in (w, e, g) if m is not None]
-            ports = [m.get_port(write_capable=True) if m is not None else None for m in (w, e, g)]
+            ports = [w.get_port(write_capable=True, we_granularity=wbits)] + \
+                [m.get_port(write_capable=True) if m is not None else None for m in (e, g)]
             self.specials += [p for p in ports if p is not None]
             self.w_ports.append(ports[0])
             self.e_ports.append(ports[1])

@@ -107,7 +107,7 @@ class VectorUnit(Module):
         gp = gmem.get_port()
         self.gamma_w = gmem.get_port(write_capable=True)      # norm weights can also be (re)loaded
         self.specials += self.gamma_w
-        self.specials.ve = vemem = Memory(GROUP * EXP_BITS, max(ve_words, 2))
+        self.specials.ve = vemem = Memory(GROUP * EXP_BITS, max(ve_words, 2), init=[0] * max(ve_words, 2))
         vep = vemem.get_port()
         self.ve_w = vemem.get_port(write_capable=True, we_granularity=EXP_BITS)
         self.specials += ra, rb, wp, self.vm_w, self.vm_r, gp, vep, self.ve_w

@@ -33,7 +33,7 @@ def run_sram(cfg, codes, rowexp, gexp, qa, ea):
         for i, v in enumerate(items):
             yield port.adr.eq(i)
             yield port.dat_w.eq(int(v) & ((1 << len(port.dat_w)) - 1))
-            yield port.we.eq(1)
+            yield port.we.eq((1 << len(port.we)) - 1)
             yield
         yield port.we.eq(0)
 

@@ -1,0 +1,86 @@
+"""Build the accelerator for a model and run decoder layers on it in Verilator, with golden-format I/O."""
+
+import numpy as np
+
+from roma.host.export import bank_layout, matrix_list
+from roma.host.golden import functions as F
+from roma.host.golden.numerics import GROUP, VEC_BITS
+from roma.host.golden.weights import to_device
+
+from .accelerator import Accelerator
+from .program import Geometry, layer_program, packed
+from .rom_image import bank_images
+from .vector_unit import GAMMA_BITS
+from .verilator import VerilatorSim
+
+
+def _pack(vals, bits):
+    return sum((int(v) & ((1 << bits) - 1)) << (bits * j) for j, v in enumerate(vals))
+
+
+def _unpack(word, bits=VEC_BITS):
+    out = []
+    for j in range(GROUP):
+        v = (word >> (bits * j)) & ((1 << bits) - 1)
+        out.append(v - (1 << bits) if v >> (bits - 1) else v)
+    return out
+
+
+class AcceleratorSim:
+    def __init__(self, model, cfg, context=None):
+        c = model.config
+        self.cfg = cfg
+        self.geo = geo = Geometry.of(c, cfg.lanes, context)
+        layout = bank_layout([(n, to_device(q)) for n, q in matrix_list(model)], cfg.lanes)
+        self.table = layout[3]
+        gq = [F.gamma_q(n) for L in model.layers for n in (L.attn_norm, L.ffn_norm)] + [F.gamma_q(model.final_norm)]
+        gwords = [_pack(g[i:i + GROUP], GAMMA_BITS) for g in gq for i in range(0, len(g), GROUP)]
+        cos, sin = F.rope_tables(c.head_dim, geo.context, c.rope_theta)
+        vm = geo.vm_layout()
+        dut = Accelerator(cfg, bank_images(layout, cfg), max(c.dim, c.hidden, c.n_heads * c.head_dim), gwords,
+                          cos, sin, dim=c.dim, head_dim=c.head_dim, context=geo.context, eps_q=F.eps_q(c.norm_eps),
+                          kv_groups_per_bank=geo.kv_groups_per_bank(),
+                          kv_rows_per_bank=max(geo.context // cfg.lanes, GROUP // cfg.lanes),
+                          ve_words=geo.ve_words(), vm_words=vm["words"] + 2)
+        ios = {"start": dut.start, "busy": dut.busy, "done": dut.done, "ncmds": dut.ncmds,
+               "cmd_adr": dut.cmd_w.adr, "cmd_dat": dut.cmd_w.dat_w, "cmd_we": dut.cmd_w.we,
+               "vm_adr": dut.vm_adr, "vm_dat_w": dut.vm_dat_w, "vm_we": dut.vm_we, "vm_dat_r": dut.vm_dat_r,
+               "cnt_cycles": dut.cnt_cycles, "cnt_l_mac": dut.cnt_l_mac, "cnt_h_mac": dut.cnt_h_mac,
+               "cnt_l_busy": dut.cnt_l_busy, "cnt_h_busy": dut.cnt_h_busy, "cnt_v_busy": dut.cnt_v_busy}
+        self.sim = VerilatorSim(dut, ios, f"roma_accel_{c.name.replace('-', '_')}_l{cfg.lanes}_m{cfg.macs_per_lane}")
+        self.vm = vm
+
+    def run_layers(self, steps):
+        """steps: list of (layer, pos, x or None): x (dim,) vector-format input loaded into X first.
+        One simulator run, the KV cache persisting across steps. Returns per step (x after, counters)."""
+        lines = []
+        D = self.geo.dim // GROUP
+        counters = ["cnt_cycles", "cnt_l_mac", "cnt_h_mac", "cnt_l_busy", "cnt_h_busy", "cnt_v_busy"]
+        for layer, pos, x in steps:
+            cmds = packed(layer_program(self.geo, self.table, layer, pos))
+            lines.append("poke cmd_we 1")
+            for i, w in enumerate(cmds):
+                lines += [f"poke cmd_adr {i}", f"poke cmd_dat 0x{w:x}", "step 1"]
+            lines += ["poke cmd_we 0", f"poke ncmds {len(cmds)}"]
+            if x is not None:
+                lines.append("poke vm_we 1")
+                for i in range(D):
+                    lines += [f"poke vm_adr {self.vm['X'] + i}",
+                              f"poke vm_dat_w 0x{_pack(x[i * GROUP:(i + 1) * GROUP], VEC_BITS):x}", "step 1"]
+                lines.append("poke vm_we 0")
+            lines += [f"peek {c}" for c in counters]
+            lines += ["poke start 1", "step 1", "poke start 0", "wait done 1000000", "step 1"]
+            lines += [f"peek {c}" for c in counters]
+            for i in range(D):
+                lines += [f"poke vm_adr {self.vm['X'] + i}", "step 1", "peek vm_dat_r"]
+        res = self.sim.run(lines)
+        out, k = [], 0
+        log = res.peek_log
+        per = 2 * len(counters) + D
+        for s in range(len(steps)):
+            chunk = log[s * per:(s + 1) * per]
+            before = {n: v for n, v in chunk[:len(counters)]}
+            after = {n: v for n, v in chunk[len(counters):2 * len(counters)]}
+            xs = [x for _, w in chunk[2 * len(counters):] for x in _unpack(w)]
+            out.append((np.array(xs, dtype=np.int64), {c: after[c] - before[c] for c in counters}))
+        return out

@@ -1,0 +1,250 @@
+"""The accelerator: the L-unit (B-ROM lanes), the H-unit (SRAM lanes holding the KV cache), the vector unit,
+the KV writer and a command sequencer that runs a program of whole operations back to back.
+
+A command is one wide word (CMD_LAYOUT, the single definition the program builder and firmware pack):
+  unit V: a vector-unit op; `tgt` routes QUANT/AVEC output: 0 L act, 1 H act, 2 K cache, 3 V cache
+  unit L / H: a GEMV (word_base, row_base, rows, groups, stride) whose rows land in VM from word `dst`
+KV cache layout in every H bank (lanes divide 32): K of (layer, kv head) at group index kv_base, rows are
+positions (pos // lanes in bank pos % lanes), head_dim / 32 groups each; V of (layer, kv head, group g) at
+kv_base + g * (32 / lanes) * (context / 32): rows are the group's 32 dims (j // lanes in bank j % lanes),
+columns are positions. V's exponents go to the vector unit's VE memory (ve_base + g * context / 32).
+"""
+
+from migen import *
+
+from roma.host.golden.numerics import ACT_BITS, GROUP, VEC_BITS
+
+from .gemv import GEMVUnit, SRAMUnit
+from .vector_unit import VectorUnit
+
+UNITS = {"V": 0, "L": 1, "H": 2}
+TARGETS = {"L": 0, "H": 1, "K": 2, "V": 3}
+CMD_LAYOUT = [
+    ("unit", 2), ("op", 4), ("tgt", 2),
+    ("a", 16), ("b", 16), ("dst", 16), ("n", 16), ("aux", 16), ("count", 16),
+    ("word_base", 24), ("row_base", 16), ("rows", 16), ("groups", 12), ("stride", 16),
+    ("pos", 16), ("kv_base", 24), ("ve_base", 16),
+]
+CMD_BITS = sum(w for _, w in CMD_LAYOUT)
+
+
+def _log2(n):
+    assert n & (n - 1) == 0, f"{n} is not a power of two"
+    return n.bit_length() - 1
+
+
+def _mod(sig, n):
+    """sig % n for a power of two n (Migen has no % on signals)."""
+    return sig[:_log2(n)] if n > 1 else 0
+
+
+def _div(sig, n):
+    return sig >> _log2(n)
+
+
+def pack_command(**fields):
+    word, off = 0, 0
+    for name, width in CMD_LAYOUT:
+        v = int(fields.get(name, 0))
+        assert 0 <= v < (1 << width), (name, v)
+        word |= v << off
+        off += width
+    return word
+
+
+class KVWriter(Module):
+    """Takes the vector unit's quantized k or v groups (head_dim / 32 act words) and writes them into the
+    H-unit's banks (and V's exponents into the VE memory), one position at a time."""
+
+    def __init__(self, cfg, hunit, vunit, head_dim, context):
+        lanes, M, beats = cfg.lanes, cfg.macs_per_lane, cfg.beats_per_group
+        G = head_dim // GROUP
+        rows_v, gctx = GROUP // lanes, context // GROUP
+        self.start = Signal()           # after the QUANT that filled the buffer
+        self.is_v = Signal()
+        self.pos = Signal(16)
+        self.kv_base = Signal(24)
+        self.ve_base = Signal(16)
+        self.busy = Signal()
+        self.done = Signal()
+        # capture port (from the vector unit's activation output)
+        self.cap_we = Signal()
+        self.cap_adr = Signal(16)
+        self.cap_dat = Signal(len(vunit.act_dat))
+
+        # # #
+
+        buf = [Signal(len(self.cap_dat)) for _ in range(G)]
+        for g in range(G):
+            self.sync += If(self.cap_we & (self.cap_adr == g), buf[g].eq(self.cap_dat))
+        g_i = Signal(max=max(G, 2))
+        k_i = Signal(8)                 # beat (K) or row-in-group (V)
+        cur = Signal(len(self.cap_dat))
+        self.comb += cur.eq(Array(buf)[g_i])
+        mant = [cur[j * ACT_BITS:(j + 1) * ACT_BITS] for j in range(GROUP)]
+        ea = cur[GROUP * ACT_BITS + cfg.group_sum_bits:]
+        bank = Signal(max=max(lanes, 2))
+        lrow = Signal(16)
+        self.comb += bank.eq(_mod(self.pos, lanes)), lrow.eq(_div(self.pos, lanes))
+        last_k = Signal()
+        self.comb += last_k.eq(k_i == Mux(self.is_v, rows_v - 1, beats - 1))
+        self.sync += [
+            self.done.eq(0),
+            If(self.start & ~self.busy, self.busy.eq(1), g_i.eq(0), k_i.eq(0)),
+            If(self.busy & ~self.start,
+                If(last_k,
+                    k_i.eq(0),
+                    If(g_i == G - 1, self.busy.eq(0), self.done.eq(1)).Else(g_i.eq(g_i + 1)),
+                ).Else(k_i.eq(k_i + 1)),
+            ),
+        ]
+        active = Signal()
+        self.comb += active.eq(self.busy & ~self.start)
+        # K: one bank, `beats` words of macs_per_lane mantissas, and the group exponent
+        kgroup = Signal(24)
+        self.comb += kgroup.eq(self.kv_base + lrow * G + g_i)
+        kword = Signal(M * ACT_BITS)
+        self.comb += Case(k_i, {k: kword.eq(Cat(*mant[k * M:(k + 1) * M])) for k in range(beats)})
+        # V: every bank one element per cycle, at column pos of row (k_i, bank)
+        vcol_word = Signal(24)
+        self.comb += vcol_word.eq((self.kv_base + g_i * rows_v * gctx + k_i * gctx + _div(self.pos, GROUP)) * beats
+                                  + _div(_mod(self.pos, GROUP), M))
+        slot = Signal(max=max(M, 2))
+        self.comb += slot.eq(_mod(self.pos, M))
+        for b in range(lanes):
+            wp, gp = hunit.w_ports[b], hunit.g_ports[b]
+            elem = Signal(ACT_BITS)
+            self.comb += Case(k_i, {r: elem.eq(mant[r * lanes + b]) for r in range(rows_v)})
+            self.comb += [
+                If(self.is_v,
+                    wp.adr.eq(vcol_word), wp.dat_w.eq(Replicate(elem, M)),
+                    wp.we.eq(Mux(active, 1 << slot, 0)),
+                ).Else(
+                    wp.adr.eq(kgroup * beats + k_i), wp.dat_w.eq(kword),
+                    wp.we.eq(Mux(active & (bank == b), (1 << M) - 1, 0)),
+                ),
+                gp.adr.eq(kgroup), gp.dat_w.eq(ea), gp.we.eq(active & ~self.is_v & (bank == b) & (k_i == 0)),
+            ]
+        vw = vunit.ve_w
+        self.ve_adr = Signal(16)
+        self.comb += [
+            self.ve_adr.eq(self.ve_base + g_i * gctx + _div(self.pos, GROUP)),
+        ]
+        self.ve_dat = Signal(len(vw.dat_w))
+        self.ve_we = Signal(len(vw.we))
+        self.comb += self.ve_dat.eq(Replicate(ea, GROUP)), \
+            self.ve_we.eq(Mux(active & self.is_v & (k_i == 0), 1 << _mod(self.pos, GROUP), 0))
+
+
+class Accelerator(Module):
+    def __init__(self, cfg, rom_images, l_max_cols, gamma_words, cos, sin, *, dim, head_dim, context,
+                 eps_q, kv_groups_per_bank, kv_rows_per_bank, ve_words, vm_words=64, max_cmds=256):
+        assert GROUP % cfg.lanes == 0, "the KV layout and VM writes need lanes dividing 32"
+        self.submodules.L = L = GEMVUnit(cfg, rom_images, l_max_cols)
+        self.submodules.H = H = SRAMUnit(cfg, kv_groups_per_bank, kv_rows_per_bank, max(context, head_dim),
+                                         group_exp=True)
+        self.submodules.V = V = VectorUnit(cfg, vm_words, dim, eps_q, gamma_words, head_dim=head_dim,
+                                           context=context, ve_words=ve_words)
+        V.set_rope(cos, sin)
+        self.submodules.KV = KV = KVWriter(cfg, H, V, head_dim, context)
+        # host interface --------------------------------------------------------------------------------
+        self.specials.cmds = cmds = Memory(CMD_BITS, max_cmds)
+        self.cmd_w = cmds.get_port(write_capable=True)
+        cr = cmds.get_port()
+        self.specials += self.cmd_w, cr
+        self.ncmds = Signal(16)
+        self.start = Signal()
+        self.busy = Signal()
+        self.done = Signal()
+        # external VM access (loads, reads) when idle
+        self.vm_adr = Signal(16)
+        self.vm_dat_w = Signal(GROUP * VEC_BITS)
+        self.vm_we = Signal()
+        self.vm_dat_r = Signal(GROUP * VEC_BITS)
+        self.comb += V.vm_r.adr.eq(self.vm_adr), self.vm_dat_r.eq(V.vm_r.dat_r)
+        # counters
+        self.cnt_cycles = Signal(32)
+        self.cnt_l_mac = L.cnt_mac
+        self.cnt_h_mac = H.cnt_mac
+        self.cnt_l_busy = L.cnt_busy
+        self.cnt_h_busy = H.cnt_busy
+        self.cnt_v_busy = V.cnt_busy
+
+        # # #
+
+        # fields of the current command
+        cmd = Signal(CMD_BITS)
+        f = {}
+        off = 0
+        for name, width in CMD_LAYOUT:
+            f[name] = cmd[off:off + width]
+            off += width
+        pc = Signal(16)
+        self.submodules.fsm = fsm = FSM(reset_state="IDLE")
+        unit_done = Signal()
+        fsm.act("IDLE", If(self.start & (self.ncmds != 0), NextValue(pc, 0), NextState("FETCH")))
+        fsm.act("FETCH", NextState("DECODE"))
+        fsm.act("DECODE", NextValue(cmd, cr.dat_r), NextState("ISSUE"))
+        fsm.act("ISSUE", NextState("WAIT"))
+        fsm.act("WAIT",
+            If(unit_done,
+                If((f["unit"] == UNITS["V"]) & (f["tgt"] >= TARGETS["K"]),
+                    NextState("KV"),
+                ).Else(NextValue(pc, pc + 1), NextState("NEXT")),
+            ))
+        fsm.act("KV", If(KV.done, NextValue(pc, pc + 1), NextState("NEXT")))
+        fsm.act("NEXT", If(pc == self.ncmds, NextState("DONE")).Else(NextState("FETCH")))
+        fsm.act("DONE", self.done.eq(1), NextState("IDLE"))
+        self.comb += self.busy.eq(~fsm.ongoing("IDLE")), cr.adr.eq(pc)
+        self.sync += If(self.busy, self.cnt_cycles.eq(self.cnt_cycles + 1))
+        issue = fsm.ongoing("ISSUE")
+        self.comb += unit_done.eq(Mux(f["unit"] == UNITS["V"], V.done,
+                                      Mux(f["unit"] == UNITS["L"], L.done, H.done)))
+        # vector unit
+        self.comb += [
+            V.op.eq(f["op"]), V.a.eq(f["a"]), V.b.eq(f["b"]), V.dst.eq(f["dst"]), V.n.eq(f["n"]),
+            V.aux.eq(f["aux"]), V.count.eq(f["count"]),
+            V.start.eq(issue & (f["unit"] == UNITS["V"])),
+        ]
+        # GEMV units
+        for u, name in ((L, "L"), (H, "H")):
+            self.comb += [
+                u.word_base.eq(f["word_base"]), u.row_base.eq(f["row_base"]), u.rows.eq(f["rows"]),
+                u.groups.eq(f["groups"]), u.stride.eq(f["stride"]),
+                u.start.eq(issue & (f["unit"] == UNITS[name])),
+            ]
+        # activation routing: L act, H act, or the KV writer's capture
+        for u, t in ((L, "L"), (H, "H")):
+            self.comb += [u.act.w.adr.eq(V.act_adr), u.act.w.dat_w.eq(V.act_dat),
+                          u.act.w.we.eq(V.act_we & (f["tgt"] == TARGETS[t]))]
+        self.comb += [
+            KV.cap_we.eq(V.act_we & (f["tgt"] >= TARGETS["K"])), KV.cap_adr.eq(V.act_adr), KV.cap_dat.eq(V.act_dat),
+            KV.start.eq(fsm.ongoing("WAIT") & unit_done & (f["unit"] == UNITS["V"]) & (f["tgt"] >= TARGETS["K"])),
+            KV.is_v.eq(f["tgt"] == TARGETS["V"]), KV.pos.eq(f["pos"]), KV.kv_base.eq(f["kv_base"]),
+            KV.ve_base.eq(f["ve_base"]),
+            V.ve_w.adr.eq(KV.ve_adr), V.ve_w.dat_w.eq(KV.ve_dat), V.ve_w.we.eq(KV.ve_we),
+        ]
+        # GEMV results -> VM (lanes elements per row step), else external writes
+        lanes = cfg.lanes
+        per_word = GROUP // lanes
+        src_valid = Signal()
+        src_row = Signal(16)
+        src = [Signal((VEC_BITS, True)) for _ in range(lanes)]
+        from_l = f["unit"] == UNITS["L"]
+        self.comb += [
+            src_valid.eq(Mux(from_l, L.out_valid, H.out_valid)),
+            src_row.eq(Mux(from_l, L.out_row, H.out_row)),
+            *[s.eq(Mux(from_l, lo, ho)) for s, lo, ho in zip(src, L.out, H.out)],
+        ]
+        slot = Signal(max=max(per_word, 2))
+        self.comb += slot.eq(_mod(src_row, per_word))
+        data = Cat(*[s[:VEC_BITS] for s in src])
+        vw = V.vm_w
+        self.comb += If(self.busy,
+            vw.adr.eq(f["dst"] + _div(src_row, per_word)),
+            Case(slot, {k: [vw.dat_w.eq(data << (k * lanes * VEC_BITS)),
+                            vw.we.eq(Mux(src_valid, ((1 << lanes) - 1) << (k * lanes), 0))]
+                        for k in range(per_word)}),
+        ).Else(
+            vw.adr.eq(self.vm_adr), vw.dat_w.eq(self.vm_dat_w), vw.we.eq(Mux(self.vm_we, (1 << GROUP) - 1, 0)),
+        )
