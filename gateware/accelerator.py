@@ -182,20 +182,21 @@ class Accelerator(Module):
         pc = Signal(16)
         self.submodules.fsm = fsm = FSM(reset_state="IDLE")
         unit_done = Signal()
+        # the next command is read while the current one runs, so back-to-back commands cost one issue cycle
+        last = Signal()
+        self.comb += last.eq(pc + 1 == self.ncmds)
+        advance = [NextValue(pc, pc + 1), NextValue(cmd, cr.dat_r), If(last, NextState("DONE")).Else(NextState("ISSUE"))]
         fsm.act("IDLE", If(self.start & (self.ncmds != 0), NextValue(pc, 0), NextState("FETCH")))
         fsm.act("FETCH", NextState("DECODE"))
         fsm.act("DECODE", NextValue(cmd, cr.dat_r), NextState("ISSUE"))
         fsm.act("ISSUE", NextState("WAIT"))
         fsm.act("WAIT",
             If(unit_done,
-                If((f["unit"] == UNITS["V"]) & (f["tgt"] >= TARGETS["K"]),
-                    NextState("KV"),
-                ).Else(NextValue(pc, pc + 1), NextState("NEXT")),
+                If((f["unit"] == UNITS["V"]) & (f["tgt"] >= TARGETS["K"]), NextState("KV")).Else(*advance),
             ))
-        fsm.act("KV", If(KV.done, NextValue(pc, pc + 1), NextState("NEXT")))
-        fsm.act("NEXT", If(pc == self.ncmds, NextState("DONE")).Else(NextState("FETCH")))
+        fsm.act("KV", If(KV.done, *advance))
         fsm.act("DONE", self.done.eq(1), NextState("IDLE"))
-        self.comb += self.busy.eq(~fsm.ongoing("IDLE")), cr.adr.eq(pc)
+        self.comb += self.busy.eq(~fsm.ongoing("IDLE")), cr.adr.eq(Mux(fsm.ongoing("FETCH"), pc, pc + 1))
         self.sync += If(self.busy, self.cnt_cycles.eq(self.cnt_cycles + 1))
         issue = fsm.ongoing("ISSUE")
         self.comb += unit_done.eq(Mux(f["unit"] == UNITS["V"], V.done,

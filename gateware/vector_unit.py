@@ -30,6 +30,9 @@ from .arith import abs_, bit_length, clamp, max_, rshift_round, saturate, tree
 OPS = {"add": 1, "quant": 2, "rms_max": 3, "rms_ss": 4, "norm": 5, "silu": 6, "rope": 7, "sm_max": 8,
        "sm_exp": 9, "sm_norm": 10, "avec": 11, "argmax": 12}
 LATENCY = 5
+# cycles after the last issue until the op may finish: the last write lands LATENCY - 1 cycles after its
+# issue and the reductions one cycle before that, so finishing DRAIN + 1 cycles later lets the next op read
+DRAIN = LATENCY - 2
 GAMMA_BITS = 32
 TRIG_BITS = F.ROPE_FRAC + 2
 EXP_BITS = 8        # VE memory: V's group exponents, 32 positions per word
@@ -394,7 +397,7 @@ class VectorUnit(Module):
             If(self.busy, self.cnt_busy.eq(self.cnt_busy + 1)),
             If(self.start & ~self.busy, drain.eq(0), fin.eq(0)),
             If(self.busy & ~issuing & ~(self.start & ~self.busy),
-                If(drain < LATENCY, drain.eq(drain + 1)).Else(
+                If(drain < DRAIN, drain.eq(drain + 1)).Else(
                     If(op == OPS["rms_max"],
                         self.e.eq(Mux(bl > F.NORM_IN_BITS, bl - F.NORM_IN_BITS, 0)),
                         self.busy.eq(0), self.done.eq(1),
