@@ -120,21 +120,28 @@ class VectorUnit(Module):
         i = Signal(16)
         issuing = Signal()
         op = Signal(4)
+        wpr = head_dim // GROUP          # words per head for ROPE
+        # ROPE on heads of two words writes two words per head: it issues every other cycle
+        phase = Signal()
+        slow = Signal()
+        self.comb += slow.eq((op == OPS["rope"]) & (wpr > 1))
         self.sync += [
             If(self.start & ~self.busy,
-                issuing.eq(self.n != 0), i.eq(0), op.eq(self.op), self.busy.eq(1),
+                issuing.eq(self.n != 0), i.eq(0), op.eq(self.op), self.busy.eq(1), phase.eq(0),
             ).Elif(issuing,
-                i.eq(i + 1),
-                If(i == self.n - 1, issuing.eq(0)),
+                phase.eq(slow & ~phase),
+                If(~slow | phase,
+                    i.eq(i + 1),
+                    If(i == self.n - 1, issuing.eq(0)),
+                ),
             )
         ]
-        wpr = head_dim // GROUP          # words per head for ROPE
         self.comb += [
             ra.adr.eq(Mux(op == OPS["rope"], self.a + i * wpr, self.a + i)),
             rb.adr.eq(Mux(op == OPS["rope"], self.a + i * wpr + (wpr - 1), self.b + i)),
             gp.adr.eq(self.aux + i), vep.adr.eq(self.aux + i),
         ]
-        valid = [issuing] + [Signal() for _ in range(LATENCY)]
+        valid = [issuing & ~phase] + [Signal() for _ in range(LATENCY)]
         idx = [i] + [Signal(16) for _ in range(LATENCY)]
         for k in range(LATENCY):
             self.sync += valid[k + 1].eq(valid[k]), idx[k + 1].eq(idx[k])
@@ -316,16 +323,20 @@ class VectorUnit(Module):
         hi_adr = Signal(16)
         hi_dat = Signal(GROUP * W)
         self.comb += [
-            wp.adr.eq(Mux(op == OPS["rope"], self.a + widx * wpr, self.dst + widx)),
-            wp.dat_w.eq(Cat(*[v[:W] for v in r3])), wp.we.eq(wv & writes),
+            If(hi_pending,
+                wp.adr.eq(hi_adr), wp.dat_w.eq(hi_dat), wp.we.eq(1),
+            ).Else(
+                wp.adr.eq(Mux(op == OPS["rope"], self.a + widx * wpr, self.dst + widx)),
+                wp.dat_w.eq(Cat(*[v[:W] for v in r3])), wp.we.eq(wv & writes),
+            ),
             self.act_adr.eq(self.dst + widx), self.act_dat.eq(r3act),
             self.act_we.eq(wv & ((op == OPS["quant"]) | (op == OPS["avec"]))),
         ]
         if head_dim > GROUP:
-            # the second word of a rotated 64-wide head goes through the external write port a cycle later
+            # the second word of a rotated 64-wide head is written in the cycle after the first (the issue
+            # skipped that cycle, so the write port is free)
             self.sync += hi_pending.eq(wv & (op == OPS["rope"])), hi_adr.eq(self.a + widx * wpr + 1), \
                 hi_dat.eq(Cat(*[v[:W] for v in r3hi]))
-        self.rope_hi = (hi_pending, hi_adr, hi_dat)
 
         # reductions (stage-2 values, valid[3]) -----------------------------------------------------------
         amax = Signal(W + 16)

@@ -124,3 +124,16 @@ def test_argmax_first_maximum_within_count(bench):
     bench.peek("argmax")
     bench.run()
     assert bench.peeks["argmax"] == 6
+
+
+def test_rope_heads_of_64():
+    """SmolLM2's head_dim: each head spans two words, rotated pairs (j, j + 32) across them."""
+    bench = VectorBench(head_dim=64, context=64, theta=100000.0)
+    rng = np.random.default_rng(8)
+    x = to_vector(rng.normal(size=192) * 5)            # three heads of 64
+    bench.load(0, x)
+    bench.cmd("rope", a=0, n=3, aux=45)
+    bench.cmd("add", a=0, b=10, dst=12, n=1)            # the next op runs right after the last write
+    y = bench.read(0, 6)
+    bench.run()
+    assert np.array_equal(y.value, F.rope(x[None, :], np.array([45]), bench.cos, bench.sin, 64)[0])
