@@ -12,18 +12,7 @@ from .program import Geometry, layer_program, packed
 from .rom_image import bank_images
 from .vector_unit import GAMMA_BITS
 from .verilator import VerilatorSim
-
-
-def _pack(vals, bits):
-    return sum((int(v) & ((1 << bits) - 1)) << (bits * j) for j, v in enumerate(vals))
-
-
-def _unpack(word, bits=VEC_BITS):
-    out = []
-    for j in range(GROUP):
-        v = (word >> (bits * j)) & ((1 << bits) - 1)
-        out.append(v - (1 << bits) if v >> (bits - 1) else v)
-    return out
+from .words import pack, unpack
 
 
 class AcceleratorSim:
@@ -34,7 +23,7 @@ class AcceleratorSim:
         layout = bank_layout([(n, to_device(q)) for n, q in matrix_list(model)], cfg.lanes)
         self.table = layout[3]
         gq = [F.gamma_q(n) for L in model.layers for n in (L.attn_norm, L.ffn_norm)] + [F.gamma_q(model.final_norm)]
-        gwords = [_pack(g[i:i + GROUP], GAMMA_BITS) for g in gq for i in range(0, len(g), GROUP)]
+        gwords = [pack(g[i:i + GROUP], GAMMA_BITS) for g in gq for i in range(0, len(g), GROUP)]
         cos, sin = F.rope_tables(c.head_dim, geo.context, c.rope_theta)
         vm = geo.vm_layout()
         dut = Accelerator(cfg, bank_images(layout, cfg), max(c.dim, c.hidden, c.n_heads * c.head_dim), gwords,
@@ -66,7 +55,7 @@ class AcceleratorSim:
                 lines.append("poke vm_we 1")
                 for i in range(D):
                     lines += [f"poke vm_adr {self.vm['X'] + i}",
-                              f"poke vm_dat_w 0x{_pack(x[i * GROUP:(i + 1) * GROUP], VEC_BITS):x}", "step 1"]
+                              f"poke vm_dat_w 0x{pack(x[i * GROUP:(i + 1) * GROUP], VEC_BITS):x}", "step 1"]
                 lines.append("poke vm_we 0")
             lines += [f"peek {c}" for c in counters]
             lines += ["poke start 1", "step 1", "poke start 0", "wait done 1000000", "step 1"]
@@ -74,13 +63,13 @@ class AcceleratorSim:
             for i in range(D):
                 lines += [f"poke vm_adr {self.vm['X'] + i}", "step 1", "peek vm_dat_r"]
         res = self.sim.run(lines)
-        out, k = [], 0
+        out = []
         log = res.peek_log
         per = 2 * len(counters) + D
         for s in range(len(steps)):
             chunk = log[s * per:(s + 1) * per]
             before = {n: v for n, v in chunk[:len(counters)]}
             after = {n: v for n, v in chunk[len(counters):2 * len(counters)]}
-            xs = [x for _, w in chunk[2 * len(counters):] for x in _unpack(w)]
+            xs = [x for _, w in chunk[2 * len(counters):] for x in unpack(w)]
             out.append((np.array(xs, dtype=np.int64), {c: after[c] - before[c] for c in counters}))
         return out

@@ -27,27 +27,32 @@ def run_gemv(cfg, mats, which, qa, ea, timeout=100000):
             yield dut.act.w.we.eq(1)
             yield
         yield dut.act.w.we.eq(0)
-        yield dut.word_base.eq(entry["word_offset"])
-        yield dut.row_base.eq(entry["row_offset"])
-        yield dut.rows.eq(entry["rows_per_bank"])
-        yield dut.groups.eq(entry["groups"])
-        yield dut.start.eq(1)
-        yield
-        yield dut.start.eq(0)
         c0 = yield dut.cnt_busy
-        for cycle in range(timeout):
-            yield
-            if (yield dut.out_valid):
-                r = yield dut.out_row
-                for b in range(cfg.lanes):
-                    y[r * cfg.lanes + b] = yield dut.out[b]
-            if (yield dut.done):
-                break
-        else:
-            raise TimeoutError("GEMV did not finish")
-        yield
+        yield from gemv_rows(dut, cfg, y, entry["word_offset"], entry["row_offset"], entry["rows_per_bank"],
+                             entry["groups"], timeout)
         stats["busy"] = (yield dut.cnt_busy) - c0
         stats["mac"] = yield dut.cnt_mac
 
     run_simulation(dut, tb())
     return y, stats
+
+
+def gemv_rows(dut, cfg, y, word_base, row_base, rows, groups, timeout=100000):
+    """Migen-simulator generator: start one GEMV on a LaneArray and collect its rows into y."""
+    yield dut.word_base.eq(word_base)
+    yield dut.row_base.eq(row_base)
+    yield dut.rows.eq(rows)
+    yield dut.groups.eq(groups)
+    yield dut.start.eq(1)
+    yield
+    yield dut.start.eq(0)
+    for _ in range(timeout):
+        yield
+        if (yield dut.out_valid):
+            r = yield dut.out_row
+            for b in range(cfg.lanes):
+                y[r * cfg.lanes + b] = yield dut.out[b]
+        if (yield dut.done):
+            yield
+            return
+    raise TimeoutError("GEMV did not finish")

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from migen import run_simulation
 
-from gemv_harness import act_words
+from gemv_harness import act_words, gemv_rows
 from roma.gateware.gemv import SRAMUnit
 from roma.host.golden.functions import attention_scores
 from roma.host.golden.gemv import PreparedMatrix, gemv_act
@@ -44,22 +44,7 @@ def run_sram(cfg, codes, rowexp, gexp, qa, ea):
             if gexp is not None:
                 yield from write(dut.g_ports[b], gexp[b::cfg.lanes].reshape(-1))
         yield from write(dut.act.w, words)
-        yield dut.word_base.eq(0)
-        yield dut.row_base.eq(0)
-        yield dut.rows.eq(per)
-        yield dut.groups.eq(groups)
-        yield dut.start.eq(1)
-        yield
-        yield dut.start.eq(0)
-        for _ in range(10000):
-            yield
-            if (yield dut.out_valid):
-                r = yield dut.out_row
-                for b in range(cfg.lanes):
-                    y[r * cfg.lanes + b] = yield dut.out[b]
-            if (yield dut.done):
-                return
-        raise TimeoutError
+        yield from gemv_rows(dut, cfg, y, 0, 0, per, groups)
 
     run_simulation(dut, tb())
     return y

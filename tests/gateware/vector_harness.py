@@ -4,23 +4,12 @@ import numpy as np
 
 from roma.gateware.vector_unit import GAMMA_BITS, OPS, VectorUnit
 from roma.gateware.verilator import VerilatorSim, to_signed
+from roma.gateware.words import pack, unpack
 from roma.host.golden import functions as F
 from roma.host.golden.numerics import GROUP, VEC_BITS
 from roma.soc.config import AccelConfig
 
 CFG = AccelConfig(lanes=4, macs_per_lane=8)
-
-
-def pack(vals, bits):
-    return sum((int(v) & ((1 << bits) - 1)) << (bits * j) for j, v in enumerate(vals))
-
-
-def unpack(word, bits=VEC_BITS, n=GROUP, signed=True):
-    out = []
-    for j in range(n):
-        v = (word >> (bits * j)) & ((1 << bits) - 1)
-        out.append(v - (1 << bits) if signed and v >> (bits - 1) else v)
-    return out
 
 
 class VectorBench:
