@@ -172,35 +172,39 @@ class Accelerator(Module):
 
         # # #
 
-        # fields of the current command
+        # fields: `cur` is the running command; units are driven from `sel`, which is already the next command
+        # in the cycle the running one completes, so consecutive commands start back to back
         cmd = Signal(CMD_BITS)
-        f = {}
+        sel = Signal(CMD_BITS)
+        go_now = Signal()
+        self.comb += sel.eq(Mux(go_now, cr.dat_r, cmd))
+        fc, f = {}, {}
         off = 0
         for name, width in CMD_LAYOUT:
-            f[name] = cmd[off:off + width]
+            fc[name], f[name] = cmd[off:off + width], sel[off:off + width]
             off += width
         pc = Signal(16)
         self.submodules.fsm = fsm = FSM(reset_state="IDLE")
         unit_done = Signal()
-        # the next command is read while the current one runs, so back-to-back commands cost one issue cycle
+        needs_kv = Signal()
         last = Signal()
-        self.comb += last.eq(pc + 1 == self.ncmds)
-        advance = [NextValue(pc, pc + 1), NextValue(cmd, cr.dat_r), If(last, NextState("DONE")).Else(NextState("ISSUE"))]
+        self.comb += [
+            unit_done.eq(Mux(fc["unit"] == UNITS["V"], V.done, Mux(fc["unit"] == UNITS["L"], L.done, H.done))),
+            needs_kv.eq((fc["unit"] == UNITS["V"]) & (fc["tgt"] >= TARGETS["K"])),
+            last.eq(pc + 1 == self.ncmds),
+        ]
         fsm.act("IDLE", If(self.start & (self.ncmds != 0), NextValue(pc, 0), NextState("FETCH")))
         fsm.act("FETCH", NextState("DECODE"))
-        fsm.act("DECODE", NextValue(cmd, cr.dat_r), NextState("ISSUE"))
-        fsm.act("ISSUE", NextState("WAIT"))
-        fsm.act("WAIT",
-            If(unit_done,
-                If((f["unit"] == UNITS["V"]) & (f["tgt"] >= TARGETS["K"]), NextState("KV")).Else(*advance),
-            ))
-        fsm.act("KV", If(KV.done, *advance))
+        fsm.act("DECODE", go_now.eq(1), NextValue(cmd, cr.dat_r), NextState("WAIT"))
+        advance = If(last, NextState("DONE")).Else(
+            go_now.eq(1), NextValue(pc, pc + 1), NextValue(cmd, cr.dat_r), NextState("WAIT"))
+        fsm.act("WAIT", If(unit_done, If(needs_kv, NextState("KV")).Else(advance)))
+        fsm.act("KV", If(KV.done, advance))
         fsm.act("DONE", self.done.eq(1), NextState("IDLE"))
+        # the next command is read while the current one runs
         self.comb += self.busy.eq(~fsm.ongoing("IDLE")), cr.adr.eq(Mux(fsm.ongoing("FETCH"), pc, pc + 1))
         self.sync += If(self.busy, self.cnt_cycles.eq(self.cnt_cycles + 1))
-        issue = fsm.ongoing("ISSUE")
-        self.comb += unit_done.eq(Mux(f["unit"] == UNITS["V"], V.done,
-                                      Mux(f["unit"] == UNITS["L"], L.done, H.done)))
+        issue = go_now
         # vector unit
         self.comb += [
             V.op.eq(f["op"]), V.a.eq(f["a"]), V.b.eq(f["b"]), V.dst.eq(f["dst"]), V.n.eq(f["n"]),
@@ -220,7 +224,7 @@ class Accelerator(Module):
                           u.act.w.we.eq(V.act_we & (f["tgt"] == TARGETS[t]))]
         self.comb += [
             KV.cap_we.eq(V.act_we & (f["tgt"] >= TARGETS["K"])), KV.cap_adr.eq(V.act_adr), KV.cap_dat.eq(V.act_dat),
-            KV.start.eq(fsm.ongoing("WAIT") & unit_done & (f["unit"] == UNITS["V"]) & (f["tgt"] >= TARGETS["K"])),
+            KV.start.eq(fsm.ongoing("WAIT") & unit_done & needs_kv),
             KV.is_v.eq(f["tgt"] == TARGETS["V"]), KV.pos.eq(f["pos"]), KV.kv_base.eq(f["kv_base"]),
             KV.ve_base.eq(f["ve_base"]),
             V.ve_w.adr.eq(KV.ve_adr), V.ve_w.dat_w.eq(KV.ve_dat), V.ve_w.we.eq(KV.ve_we),
