@@ -8,7 +8,7 @@ from roma.host.golden.numerics import GROUP, VEC_BITS
 from roma.host.golden.weights import to_device
 
 from .accelerator import Accelerator
-from .program import Geometry, layer_program, packed
+from .program import Geometry, LoraPlan, layer_program, packed
 from .rom_image import bank_images
 from .vector_unit import GAMMA_BITS
 from .verilator import VerilatorSim
@@ -16,10 +16,14 @@ from .words import pack, unpack
 
 
 class AcceleratorSim:
-    def __init__(self, model, cfg, context=None):
+    def __init__(self, model, cfg, context=None, lora=None):
+        """lora: a golden DeviceLora; its A and B are loaded into the H-unit's banks by each run."""
         c = model.config
         self.cfg = cfg
         self.geo = geo = Geometry.of(c, cfg.lanes, context)
+        self.lora = LoraPlan(geo, lora, c) if lora is not None else None
+        groups, rows = ((self.lora.groups_per_bank, self.lora.rows_per_bank) if self.lora else
+                        (geo.kv_groups_per_bank(), geo.kv_rows_per_bank()))
         layout = bank_layout([(n, to_device(q)) for n, q in matrix_list(model)], cfg.lanes)
         self.table = layout[3]
         gq = [F.gamma_q(n) for L in model.layers for n in (L.attn_norm, L.ffn_norm)] + [F.gamma_q(model.final_norm)]
@@ -28,25 +32,53 @@ class AcceleratorSim:
         vm = geo.vm_layout()
         dut = Accelerator(cfg, bank_images(layout, cfg), max(c.dim, c.hidden, c.n_heads * c.head_dim), gwords,
                           cos, sin, dim=c.dim, head_dim=c.head_dim, context=geo.context, eps_q=F.eps_q(c.norm_eps),
-                          kv_groups_per_bank=geo.kv_groups_per_bank(),
-                          kv_rows_per_bank=max(geo.context // cfg.lanes, GROUP // cfg.lanes),
+                          kv_groups_per_bank=groups, kv_rows_per_bank=rows,
                           ve_words=geo.ve_words(), vm_words=vm["words"] + 2)
         ios = {"start": dut.start, "busy": dut.busy, "done": dut.done, "ncmds": dut.ncmds,
                "cmd_adr": dut.cmd_w.adr, "cmd_dat": dut.cmd_w.dat_w, "cmd_we": dut.cmd_w.we,
                "vm_adr": dut.vm_adr, "vm_dat_w": dut.vm_dat_w, "vm_we": dut.vm_we, "vm_dat_r": dut.vm_dat_r,
                "cnt_cycles": dut.cnt_cycles, "cnt_l_mac": dut.cnt_l_mac, "cnt_h_mac": dut.cnt_h_mac,
-               "cnt_l_busy": dut.cnt_l_busy, "cnt_h_busy": dut.cnt_h_busy, "cnt_v_busy": dut.cnt_v_busy}
-        self.sim = VerilatorSim(dut, ios, f"roma_accel_{c.name.replace('-', '_')}_l{cfg.lanes}_m{cfg.macs_per_lane}")
+               "cnt_l_busy": dut.cnt_l_busy, "cnt_h_busy": dut.cnt_h_busy, "cnt_v_busy": dut.cnt_v_busy,
+               "h_bank": dut.h_bank, "h_w_adr": dut.h_w_adr, "h_w_dat": dut.h_w_dat, "h_w_we": dut.h_w_we,
+               "h_e_adr": dut.h_e_adr, "h_e_dat": dut.h_e_dat, "h_e_we": dut.h_e_we}
+        tag = f"_lora{self.lora.R}_{len(self.lora.entries)}" if self.lora else ""
+        self.sim = VerilatorSim(dut, ios, f"roma_accel_{c.name.replace('-', '_')}_l{cfg.lanes}_m{cfg.macs_per_lane}{tag}")
         self.vm = vm
+
+    def lora_load_lines(self):
+        """Script lines writing every adapted projection's A (zero rows up to R) and B into the banks."""
+        lines = []
+        M, beats, lanes = self.cfg.macs_per_lane, self.cfg.beats_per_group, self.cfg.lanes
+        for e in self.lora.entries.values():
+            A, B = e["path"].A_dev, e["path"].B_dev
+            a_codes = np.zeros((self.lora.R, A.shape[1]), np.int64)
+            a_codes[:A.shape[0]] = A.codes
+            a_er = np.zeros(self.lora.R, np.int64)
+            a_er[:A.shape[0]] = A.er
+            for part, codes, er in (("A", a_codes, a_er), ("B", B.codes.astype(np.int64), B.er)):
+                loc = e[part]
+                for b in range(lanes):
+                    rows = codes[b::lanes]
+                    lines.append(f"poke h_bank {b}")
+                    flat = rows.reshape(-1)
+                    lines.append("poke h_w_we 1")
+                    for wi in range(len(flat) // M):
+                        word = pack(flat[wi * M:(wi + 1) * M], 16)
+                        lines += [f"poke h_w_adr {loc['word_base'] * beats + wi}", f"poke h_w_dat 0x{word:x}", "step 1"]
+                    lines += ["poke h_w_we 0", "poke h_e_we 1"]
+                    for ri, v in enumerate(er[b::lanes]):
+                        lines += [f"poke h_e_adr {loc['row_base'] + ri}", f"poke h_e_dat {int(v) & 0xFF}", "step 1"]
+                    lines.append("poke h_e_we 0")
+        return lines
 
     def run_layers(self, steps):
         """steps: list of (layer, pos, x or None): x (dim,) vector-format input loaded into X first.
         One simulator run, the KV cache persisting across steps. Returns per step (x after, counters)."""
-        lines = []
+        lines = self.lora_load_lines() if self.lora else []
         D = self.geo.dim // GROUP
         counters = ["cnt_cycles", "cnt_l_mac", "cnt_h_mac", "cnt_l_busy", "cnt_h_busy", "cnt_v_busy"]
         for layer, pos, x in steps:
-            cmds = packed(layer_program(self.geo, self.table, layer, pos))
+            cmds = packed(layer_program(self.geo, self.table, layer, pos, self.lora))
             lines.append("poke cmd_we 1")
             for i, w in enumerate(cmds):
                 lines += [f"poke cmd_adr {i}", f"poke cmd_dat 0x{w:x}", "step 1"]

@@ -2,7 +2,8 @@
 the KV writer and a command sequencer that runs a program of whole operations back to back.
 
 A command is one wide word (CMD_LAYOUT, the single definition the program builder and firmware pack):
-  unit V: a vector-unit op; `tgt` routes QUANT/AVEC output: 0 L act, 1 H act, 2 K cache, 3 V cache
+  unit V: a vector-unit op; `tgt` routes QUANT/AVEC output: 0 L act, 1 H act, 2 K cache, 3 V cache;
+          `dual` also writes the H act (a LoRA pass shares the base GEMV's quantized input)
   unit L / H: a GEMV (word_base, row_base, rows, groups, stride) whose rows land in VM from word `dst`
 KV cache layout in every H bank (lanes divide 32): K of (layer, kv head) at group index kv_base, rows are
 positions (pos // lanes in bank pos % lanes), head_dim / 32 groups each; V of (layer, kv head, group g) at
@@ -20,7 +21,7 @@ from .vector_unit import VectorUnit
 UNITS = {"V": 0, "L": 1, "H": 2}
 TARGETS = {"L": 0, "H": 1, "K": 2, "V": 3}
 CMD_LAYOUT = [
-    ("unit", 2), ("op", 4), ("tgt", 2),
+    ("unit", 2), ("op", 4), ("tgt", 2), ("dual", 1),
     ("a", 16), ("b", 16), ("dst", 16), ("n", 16), ("aux", 16), ("count", 16),
     ("word_base", 24), ("row_base", 16), ("rows", 16), ("groups", 12), ("stride", 16),
     ("pos", 16), ("kv_base", 24), ("ve_base", 16),
@@ -111,8 +112,13 @@ class KVWriter(Module):
                                   + _div(_mod(self.pos, GROUP), M))
         slot = Signal(max=max(M, 2))
         self.comb += slot.eq(_mod(self.pos, M))
+        # per-bank write requests; the accelerator muxes them with host loads onto the H-unit's ports
+        self.w_adr = [Signal(len(p.adr)) for p in hunit.w_ports]
+        self.w_dat = [Signal(len(p.dat_w)) for p in hunit.w_ports]
+        self.w_we = [Signal(len(p.we)) for p in hunit.w_ports]
         for b in range(lanes):
-            wp, gp = hunit.w_ports[b], hunit.g_ports[b]
+            wp = type("Req", (), {"adr": self.w_adr[b], "dat_w": self.w_dat[b], "we": self.w_we[b]})
+            gp = hunit.g_ports[b]
             elem = Signal(ACT_BITS)
             self.comb += Case(k_i, {r: elem.eq(mant[r * lanes + b]) for r in range(rows_v)})
             self.comb += [
@@ -141,7 +147,7 @@ class Accelerator(Module):
                  eps_q, kv_groups_per_bank, kv_rows_per_bank, ve_words, vm_words=64, max_cmds=256):
         assert GROUP % cfg.lanes == 0, "the KV layout and VM writes need lanes dividing 32"
         self.submodules.L = L = GEMVUnit(cfg, rom_images, l_max_cols)
-        self.submodules.H = H = SRAMUnit(cfg, kv_groups_per_bank, kv_rows_per_bank, max(context, head_dim),
+        self.submodules.H = H = SRAMUnit(cfg, kv_groups_per_bank, kv_rows_per_bank, max(context, l_max_cols),
                                          group_exp=True)
         self.submodules.V = V = VectorUnit(cfg, vm_words, dim, eps_q, gamma_words, head_dim=head_dim,
                                            context=context, ve_words=ve_words)
@@ -156,6 +162,26 @@ class Accelerator(Module):
         self.start = Signal()
         self.busy = Signal()
         self.done = Signal()
+        # H-unit bank loads (LoRA A and B weights and their row exponents) when idle
+        self.h_bank = Signal(8)
+        self.h_w_adr = Signal(len(H.w_ports[0].adr))
+        self.h_w_dat = Signal(len(H.w_ports[0].dat_w))
+        self.h_w_we = Signal()
+        self.h_e_adr = Signal(len(H.e_ports[0].adr))
+        self.h_e_dat = Signal(cfg.exp_bits)
+        self.h_e_we = Signal()
+        for b in range(cfg.lanes):
+            wp, ep = H.w_ports[b], H.e_ports[b]
+            mine = self.h_bank == b
+            self.comb += [
+                If(self.busy,
+                    wp.adr.eq(KV.w_adr[b]), wp.dat_w.eq(KV.w_dat[b]), wp.we.eq(KV.w_we[b]),
+                ).Else(
+                    wp.adr.eq(self.h_w_adr), wp.dat_w.eq(self.h_w_dat),
+                    wp.we.eq(Mux(self.h_w_we & mine, (1 << len(wp.we)) - 1, 0)),
+                ),
+                ep.adr.eq(self.h_e_adr), ep.dat_w.eq(self.h_e_dat), ep.we.eq(self.h_e_we & mine & ~self.busy),
+            ]
         # external VM access (loads, reads) when idle
         self.vm_adr = Signal(16)
         self.vm_dat_w = Signal(GROUP * VEC_BITS)
@@ -220,8 +246,8 @@ class Accelerator(Module):
             ]
         # activation routing: L act, H act, or the KV writer's capture
         for u, t in ((L, "L"), (H, "H")):
-            self.comb += [u.act.w.adr.eq(V.act_adr), u.act.w.dat_w.eq(V.act_dat),
-                          u.act.w.we.eq(V.act_we & (f["tgt"] == TARGETS[t]))]
+            to_me = (f["tgt"] == TARGETS[t]) | (f["dual"] if t == "H" else 0)
+            self.comb += [u.act.w.adr.eq(V.act_adr), u.act.w.dat_w.eq(V.act_dat), u.act.w.we.eq(V.act_we & to_me)]
         self.comb += [
             KV.cap_we.eq(V.act_we & (f["tgt"] >= TARGETS["K"])), KV.cap_adr.eq(V.act_adr), KV.cap_dat.eq(V.act_dat),
             KV.start.eq(fsm.ongoing("WAIT") & unit_done & needs_kv),

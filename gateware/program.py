@@ -9,6 +9,9 @@ from .accelerator import TARGETS, UNITS, pack_command
 from .vector_unit import OPS
 
 
+MAX_RANK_WORDS = 2      # LoRA rank up to 64, padded to whole groups of 32
+
+
 def ceil_div(a, b):
     return -(-a // b)
 
@@ -35,7 +38,7 @@ class Geometry:
             self.n_kv_heads * self.head_dim // GROUP, self.hidden // GROUP
         C = self.context // GROUP
         regions = [("X", D), ("HN", D), ("QKV", Q + 2 * KVD), ("ATT", Q), ("TMP", D), ("GU", 2 * F), ("MM", F),
-                   ("SC", C), ("E", C), ("P", C)]
+                   ("SC", C), ("E", C), ("P", C), ("LT", 7 * MAX_RANK_WORDS), ("LU", max(F, Q, D))]
         out, off = {}, 0
         for name, n in regions:
             out[name] = off
@@ -65,9 +68,37 @@ class Geometry:
     def ve_words(self):
         return self.ve_base(self.n_layers, 0)
 
+    def kv_rows_per_bank(self):
+        """Rows any KV GEMV uses (row exponents all 0 there); LoRA rows follow."""
+        return max(self.context // self.lanes, GROUP // self.lanes)
 
-def layer_program(geo, table, layer, pos):
-    """Commands (dicts) that run decoder layer `layer` on the vector in VM region X at position `pos`."""
+
+class LoraPlan:
+    """Where each adapted projection's A (padded to R rows) and B (R columns) live in the H-unit's banks."""
+
+    def __init__(self, geo, dev_lora, config):
+        self.R = dev_lora.rank_padded
+        self.entries = {}
+        group, row = geo.kv_groups_per_bank(), geo.kv_rows_per_bank()
+        for (layer, proj), path in sorted(dev_lora.paths.items()):
+            out, inp = config.projection_shape(proj)
+            e = {}
+            for part, rows, cols in (("A", self.R, inp), ("B", out, self.R)):
+                per = rows // geo.lanes
+                e[part] = dict(word_base=group, row_base=row, rows=per, groups=cols // GROUP)
+                group += per * (cols // GROUP)
+                row += per
+            e["path"] = path
+            self.entries[(layer, proj)] = e
+        self.groups_per_bank, self.rows_per_bank = group, row
+
+    def layer(self, layer):
+        return {p: e for (l_, p), e in self.entries.items() if l_ == layer}
+
+
+def layer_program(geo, table, layer, pos, lora=None):
+    """Commands (dicts) that run decoder layer `layer` on the vector in VM region X at position `pos`;
+    with a LoraPlan, each adapted projection's output gets its LoRA delta before anything reads it."""
     vm = geo.vm_layout()
     D, F, G = geo.dim // GROUP, geo.hidden // GROUP, geo.G
     H, KV, hd = geo.n_heads, geo.n_kv_heads, geo.head_dim
@@ -82,17 +113,38 @@ def layer_program(geo, table, layer, pos):
     def gemv(unit, **kw):
         cmds.append(dict(unit=UNITS[unit], **kw))
 
-    def norm(which):
+    adapted = lora.layer(layer) if lora is not None else {}
+    rw = lora.R // GROUP if lora is not None else 0
+
+    def lora_pass(projs, outs):
+        """After the base GEMV: A for every adapted projection (the H act still holds their shared input),
+        then for each: quantize t, B, and add the delta to the base output at `outs[p]`."""
+        todo = [p for p in projs if p in adapted]
+        for k, p in enumerate(todo):
+            a = adapted[p]["A"]
+            gemv("H", **a, dst=vm["LT"] + k * rw)
+        for k, p in enumerate(todo):
+            b = adapted[p]["B"]
+            v("quant", a=vm["LT"] + k * rw, n=rw, dst=0, tgt=TARGETS["H"])
+            gemv("H", **b, dst=vm["LU"])
+            v("add", a=outs[p], b=vm["LU"], dst=outs[p], n=b["rows"] * geo.lanes // GROUP)
+
+    def dual(projs):
+        return int(any(p in adapted for p in projs))
+
+    def norm(which, projs):
         v("rms_max", a=vm["X"], n=D)
         v("rms_ss", a=vm["X"], n=D)
         v("norm", a=vm["X"], dst=vm["HN"], n=D, aux=(2 * layer + which) * D)
-        v("quant", a=vm["HN"], n=D, dst=0, tgt=TARGETS["L"])
+        v("quant", a=vm["HN"], n=D, dst=0, tgt=TARGETS["L"], dual=dual(projs))
 
     # attention ---------------------------------------------------------------------------------------------
-    norm(0)
+    norm(0, ("q_proj", "k_proj", "v_proj"))
     q, k, vv = m["q_proj"], m["k_proj"], m["v_proj"]
     gemv("L", word_base=q["word_offset"], row_base=q["row_offset"],
          rows=q["rows_per_bank"] + k["rows_per_bank"] + vv["rows_per_bank"], groups=D, dst=vm["QKV"])
+    lora_pass(("q_proj", "k_proj", "v_proj"), {"q_proj": vm["QKV"], "k_proj": vm["QKV"] + Qw,
+                                               "v_proj": vm["QKV"] + Qw + KV * G})
     v("rope", a=vm["QKV"], n=H, aux=pos)
     v("rope", a=vm["QKV"] + Qw, n=KV, aux=pos)
     for kh in range(KV):
@@ -114,20 +166,23 @@ def layer_program(geo, table, layer, pos):
             v("avec", a=vm["P"], n=words, aux=geo.ve_base(layer, kh) + g * gctx, dst=0, tgt=TARGETS["H"])
             gemv("H", word_base=geo.v_base(layer, kh) + g * (GROUP // geo.lanes) * gctx, row_base=0,
                  rows=GROUP // geo.lanes, groups=words, stride=gctx, dst=vm["ATT"] + h * G + g)
-    v("quant", a=vm["ATT"], n=Qw, dst=0, tgt=TARGETS["L"])
+    v("quant", a=vm["ATT"], n=Qw, dst=0, tgt=TARGETS["L"], dual=dual(("o_proj",)))
     o = m["o_proj"]
     gemv("L", word_base=o["word_offset"], row_base=o["row_offset"], rows=o["rows_per_bank"], groups=Qw,
          dst=vm["TMP"])
+    lora_pass(("o_proj",), {"o_proj": vm["TMP"]})
     v("add", a=vm["X"], b=vm["TMP"], dst=vm["X"], n=D)
     # MLP ------------------------------------------------------------------------------------------------------
-    norm(1)
+    norm(1, ("gate_proj", "up_proj"))
     gt, up, dn = m["gate_proj"], m["up_proj"], m["down_proj"]
     gemv("L", word_base=gt["word_offset"], row_base=gt["row_offset"],
          rows=gt["rows_per_bank"] + up["rows_per_bank"], groups=D, dst=vm["GU"])
+    lora_pass(("gate_proj", "up_proj"), {"gate_proj": vm["GU"], "up_proj": vm["GU"] + F})
     v("silu", a=vm["GU"], b=vm["GU"] + F, dst=vm["MM"], n=F)
-    v("quant", a=vm["MM"], n=F, dst=0, tgt=TARGETS["L"])
+    v("quant", a=vm["MM"], n=F, dst=0, tgt=TARGETS["L"], dual=dual(("down_proj",)))
     gemv("L", word_base=dn["word_offset"], row_base=dn["row_offset"], rows=dn["rows_per_bank"], groups=F,
          dst=vm["TMP"])
+    lora_pass(("down_proj",), {"down_proj": vm["TMP"]})
     v("add", a=vm["X"], b=vm["TMP"], dst=vm["X"], n=D)
     return cmds
 

@@ -22,8 +22,8 @@ def setup():
     return model, cfg, AcceleratorSim(model, cfg, context=CONTEXT)
 
 
-def golden_layer0(model, tokens):
-    g = GoldenModel(model, context=CONTEXT)
+def golden_layer0(model, tokens, lora=None):
+    g = GoldenModel(model, context=CONTEXT, lora=lora)
     st = g.new_state()
     xs, outs = [], []
     for t in tokens:
@@ -42,3 +42,24 @@ def test_layer0_bit_exact_over_positions(setup):
     for p, ((x, counters), w) in enumerate(zip(got, want)):
         assert np.array_equal(x, w), f"position {p}: {np.nonzero(x != w)[0][:8]}"
         print(f"pos {p}: {counters}")
+
+
+def test_layer0_with_lora_bit_exact(tmp_path):
+    """An adapter on q, v, o, gate and down of layer 0 (rank 5, padded to 32): its deltas are computed on the
+    H-unit's SRAM lanes from the base GEMVs' own quantized inputs and added before anything reads them."""
+    from peft_files import write_adapter
+    from roma.host.golden.lora import DeviceLora
+    from roma.host.lora import load_adapter
+    model = tiny_model("tiny-260k")
+    write_adapter(tmp_path / "ad", model, rank=5, b_scale=0.5,
+                  targets=("q_proj", "v_proj", "o_proj", "gate_proj", "down_proj"))
+    dev = DeviceLora(load_adapter(tmp_path / "ad", model))
+    dev.paths = {k: p for k, p in dev.paths.items() if k[0] == 0}     # layer 0 only: the test runs layer 0
+    acc = AcceleratorSim(model, AccelConfig(lanes=8, macs_per_lane=8), context=CONTEXT, lora=dev)
+    tokens = [3, 200, 41]
+    xs, want = golden_layer0(model, tokens, lora=dev)
+    _, base = golden_layer0(model, tokens)
+    got = acc.run_layers([(0, p, xs[p]) for p in range(len(tokens))])
+    for p, ((x, _), w, b) in enumerate(zip(got, want, base)):
+        assert not np.array_equal(w, b)                      # the adapter changes the layer's output
+        assert np.array_equal(x, w), f"position {p}: {np.nonzero(x != w)[0][:8]}"
