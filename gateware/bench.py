@@ -43,3 +43,28 @@ def gemv_benchmark(cfg, matrices, which=0, seed=0):
         "bit_exact": bool(np.array_equal(y, want)),
         "build_s": build_s, "sim_s": run_s, "sim_cycles": res.cycles,
     }
+
+
+def layer_benchmark(model, cfg, tokens=(1, 57, 300, 12), context=32, layer=0):
+    """Decoder layer `layer` on the accelerator in Verilator, token after token: bit-exactness against the
+    golden residual, the cycles per layer and their ratio to the MAC-count floor at the configured peak."""
+    from roma.host.golden.model import GoldenModel
+
+    from .accel_sim import AcceleratorSim
+    acc = AcceleratorSim(model, cfg, context=context)
+    g = GoldenModel(model, context=context)
+    state = g.new_state()
+    steps, want = [], []
+    for p, t in enumerate(tokens):
+        x = g.embed_tokens(np.array([t]))[0]
+        trace = []
+        g.forward([t], state, trace=trace)
+        steps.append((layer, p, x))
+        want.append(trace[layer][0])
+    c = model.config
+    rows = []
+    for p, ((x, counters), w) in enumerate(zip(acc.run_layers(steps), want)):
+        floor = (c.layer_macs() + 2 * c.n_heads * c.head_dim * (p + 1)) / cfg.peak_macs_per_cycle
+        rows.append({"position": p, "bit_exact": bool(np.array_equal(x, w)), "cycles": counters["cnt_cycles"],
+                     "mac_floor_cycles": floor, "ratio": counters["cnt_cycles"] / floor, **counters})
+    return rows
