@@ -38,8 +38,9 @@ TRIG_BITS = F.ROPE_FRAC + 2
 EXP_BITS = 8        # VE memory: V's group exponents, 32 positions per word
 
 
-def _elems(word, bits=VEC_BITS, signed=True):
-    sigs = [Signal((bits, signed)) for _ in range(GROUP)]
+def _elems(word, bits=VEC_BITS, signed=True, n=GROUP):
+    """n signed elements of a packed word, and the statements that slice them out."""
+    sigs = [Signal((bits, signed)) for _ in range(n)]
     return sigs, [s.eq(word[e * bits:(e + 1) * bits]) for e, s in enumerate(sigs)]
 
 
@@ -228,9 +229,9 @@ class VectorUnit(Module):
         self.specials += cp, sp
         self.comb += cp.adr.eq(self.aux), sp.adr.eq(self.aux)
         self.cos_mem, self.sin_mem = cmem, smem
-        cs, s5 = _elems(cp.dat_r, TRIG_BITS)
-        sn, s6 = _elems(sp.dat_r, TRIG_BITS)
-        self.comb += s5[:half] + s6[:half]
+        cs, s5 = _elems(cp.dat_r, TRIG_BITS, n=half)
+        sn, s6 = _elems(sp.dat_r, TRIG_BITS, n=half)
+        self.comb += s5 + s6
         # the head's elements: one word (head_dim 32) or two (64)
         head = x[:head_dim] if head_dim <= GROUP else x + y
         rot = [Signal((W, True)) for _ in range(head_dim)]
