@@ -12,9 +12,9 @@ import numpy as np
 
 
 def bench_golden(model, lora=None, tokens=16, prompt_len=8, with_float=True, rounds=3):
-    from .cli import _golden
+    from .golden.model import golden_for
     prompt = list(range(1, prompt_len + 1))
-    golden = _golden(model, lora, context=prompt_len + rounds * tokens + 1)
+    golden = golden_for(model, lora, context=prompt_len + rounds * tokens + 1)
     state = golden.new_state()
     logits = golden.step(prompt, state)
 

@@ -5,6 +5,7 @@ import json
 import sys
 
 from .errors import RomaError
+from .golden.model import golden_for
 
 EPILOG = """examples:
   roma generate "What is the capital of France?"      # SmolLM2-135M-Instruct, greedy
@@ -33,15 +34,6 @@ def _load(args, with_tokenizer=True):
     return model, lora
 
 
-def _golden(model, lora, context=None):
-    from .golden.model import GoldenModel
-    dev = None
-    if lora is not None:
-        from .golden.lora import DeviceLora
-        dev = DeviceLora(lora)
-    return GoldenModel(model, lora=dev, context=context)
-
-
 # info -----------------------------------------------------------------------------------------------------
 def cmd_info(args):
     from .report import model_info
@@ -68,7 +60,7 @@ def cmd_generate(args):
         raise RomaError(f"prompt of {len(tokens)} tokens does not fit the context of {context} tokens")
     if args.target != "golden":
         raise RomaError(f"--target {args.target}: only 'golden' exists so far (the simulator comes with the SoC)")
-    target = GoldenTarget(_golden(model, lora, min(context, len(tokens) + args.max_new_tokens)))
+    target = GoldenTarget(golden_for(model, lora, min(context, len(tokens) + args.max_new_tokens)))
     stop = set(model.config.eos_ids) | set(args.stop or [])
     stats = stream_text(model.tokenizer, target.generate(tokens, args.max_new_tokens, params, stop),
                         lambda s: (sys.stdout.write(s), sys.stdout.flush()))
@@ -87,7 +79,7 @@ def cmd_eval(args):
     from .reference import float_model
     model, lora = _load(args)
     tokens = eval_tokens(model, args.text, args.max_tokens)
-    golden = _golden(model, lora, context=len(tokens))
+    golden = golden_for(model, lora, context=len(tokens))
     print(f"{model.config.name}: {len(tokens)} tokens, building the float reference...", file=sys.stderr)
     reference = model
     if args.bits != 4 and args.float_reference == "original":

@@ -144,7 +144,7 @@ def numerics_constants():
 
 
 def export(model, lora, out, lanes=None, prompts=None, vectors=True, context=None):
-    from .cli import _golden
+    from .golden.model import golden_for
     c = model.config
     lanes = lanes or default_lanes(model)
     check_lanes(model, lanes)
@@ -185,18 +185,16 @@ def export(model, lora, out, lanes=None, prompts=None, vectors=True, context=Non
                      "scaling": lora.scaling, "matrices": entries}
 
     if model.tokenizer is not None:
-        tok_dir = out / "tokenizer"
         tmp = out / ".tokenizer.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         model.tokenizer.save_pretrained(str(tmp))
         for f in sorted(tmp.iterdir()):
             w.put(f"tokenizer/{f.name}", f.read_bytes())
         shutil.rmtree(tmp)
-        tok_dir.mkdir(exist_ok=True)
 
     if vectors:
-        w.put("golden.json", json.dumps(golden_vectors(model, _golden(model, None if lora is None else lora,
-                                                                      context=ctx), prompts), indent=1))
+        w.put("golden.json", json.dumps(golden_vectors(model, golden_for(model, lora, context=ctx), prompts),
+                                        indent=1))
 
     model_hash = hashlib.sha256("".join(f"{k}:{v}\n" for k, v in sorted(w.files.items())
                                         if not k.startswith(("lora/", "golden.json"))).encode()).hexdigest()

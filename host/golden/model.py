@@ -158,3 +158,12 @@ class GoldenModel:
         """Run tokens and return the logits of the last one."""
         h = self.forward(tokens, state)
         return self.logits(h[-1:])[0]
+
+
+def golden_for(model, lora=None, context=None):
+    """The golden model of a Model, with a host-side Lora (host/lora.py) converted to its device form."""
+    dev = None
+    if lora is not None:
+        from .lora import DeviceLora
+        dev = DeviceLora(lora)
+    return GoldenModel(model, lora=dev, context=context)
