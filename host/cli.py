@@ -142,18 +142,19 @@ def build_parser():
 
     p = sub.add_parser("generate", help="generate tokens from a prompt, streamed as they are produced",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("prompt", nargs="?", default="What is the capital of France?")
+    p.add_argument("prompt", nargs="?", default="What is the capital of France?",
+                   help="the user message (chat models get their chat template)")
     p.add_argument("--model", default="smollm2-135m", help="model name or path")
     _model_args(p, positional=False)
     p.add_argument("--target", default="golden", help="where to run: golden (the integer model in Python)")
-    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--max-new-tokens", type=int, default=64, help="stop after this many generated tokens")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
-    p.add_argument("--top-k", type=int, default=40)
-    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--top-k", type=int, default=40, help="sample among the k most likely tokens (1..256)")
+    p.add_argument("--top-p", type=float, default=1.0, help="then keep the smallest set reaching this mass")
     p.add_argument("--seed", type=int, default=0x2545F491, help="xorshift32 seed for sampling")
     p.add_argument("--stop", type=int, action="append", help="extra stop token id (repeatable)")
     p.add_argument("--raw", action="store_true", help="no chat template, even for chat models")
-    p.add_argument("--context", type=int, help="KV cache positions (default: the model's context)")
+    p.add_argument("--context", type=int, help="KV cache positions; default: the model's context")
     p.add_argument("--quiet", action="store_true", help="no timing line on stderr")
     p.set_defaults(func=cmd_generate)
 
