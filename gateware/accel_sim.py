@@ -8,7 +8,7 @@ from roma.host.golden.numerics import GROUP, VEC_BITS
 from roma.host.golden.weights import to_device
 
 from .accelerator import Accelerator
-from .program import Geometry, LoraPlan, layer_program, packed
+from .program import Geometry, LoraPlan, layer_program, packed, token_program
 from .rom_image import bank_images
 from .vector_unit import GAMMA_BITS
 from .verilator import VerilatorSim
@@ -30,17 +30,22 @@ class AcceleratorSim:
         gwords = [pack(g[i:i + GROUP], GAMMA_BITS) for g in gq for i in range(0, len(g), GROUP)]
         cos, sin = F.rope_tables(c.head_dim, geo.context, c.rope_theta)
         vm = geo.vm_layout()
+        head = [("embed", to_device(model.embed))] + ([("lm_head", to_device(model.lm_head))] if model.lm_head else [])
+        head_layout = bank_layout(head[-1:], cfg.lanes)
+        hq = head[-1][1]
         dut = Accelerator(cfg, bank_images(layout, cfg), max(c.dim, c.hidden, c.n_heads * c.head_dim), gwords,
                           cos, sin, dim=c.dim, head_dim=c.head_dim, context=geo.context, eps_q=F.eps_q(c.norm_eps),
                           kv_groups_per_bank=groups, kv_rows_per_bank=rows,
-                          ve_words=geo.ve_words(), vm_words=vm["words"] + 2)
+                          ve_words=geo.ve_words(), vm_words=vm["words"] + 2, max_cmds=512,
+                          head_images=bank_images(head_layout, cfg, hq.bits), head_bits=hq.bits,
+                          head_signed=hq.signed)
         ios = {"start": dut.start, "busy": dut.busy, "done": dut.done, "ncmds": dut.ncmds,
                "cmd_adr": dut.cmd_w.adr, "cmd_dat": dut.cmd_w.dat_w, "cmd_we": dut.cmd_w.we,
                "vm_adr": dut.vm_adr, "vm_dat_w": dut.vm_dat_w, "vm_we": dut.vm_we, "vm_dat_r": dut.vm_dat_r,
                "cnt_cycles": dut.cnt_cycles, "cnt_l_mac": dut.cnt_l_mac, "cnt_h_mac": dut.cnt_h_mac,
                "cnt_l_busy": dut.cnt_l_busy, "cnt_h_busy": dut.cnt_h_busy, "cnt_v_busy": dut.cnt_v_busy,
                "h_bank": dut.h_bank, "h_w_adr": dut.h_w_adr, "h_w_dat": dut.h_w_dat, "h_w_we": dut.h_w_we,
-               "h_e_adr": dut.h_e_adr, "h_e_dat": dut.h_e_dat, "h_e_we": dut.h_e_we}
+               "h_e_adr": dut.h_e_adr, "h_e_dat": dut.h_e_dat, "h_e_we": dut.h_e_we, "token": dut.token}
         tag = f"_lora{self.lora.R}_{len(self.lora.entries)}" if self.lora else ""
         self.sim = VerilatorSim(dut, ios, f"roma_accel_{c.name.replace('-', '_')}_l{cfg.lanes}_m{cfg.macs_per_lane}{tag}")
         self.vm = vm
@@ -70,6 +75,37 @@ class AcceleratorSim:
                         lines += [f"poke h_e_adr {loc['row_base'] + ri}", f"poke h_e_dat {int(v) & 0xFF}", "step 1"]
                     lines.append("poke h_e_we 0")
         return lines
+
+    def _program_lines(self, cmds, x):
+        D = self.geo.dim // GROUP
+        lines = ["poke cmd_we 1"]
+        for i, w in enumerate(packed(cmds)):
+            lines += [f"poke cmd_adr {i}", f"poke cmd_dat 0x{w:x}", "step 1"]
+        lines += ["poke cmd_we 0", f"poke ncmds {len(cmds)}", "poke vm_we 1"]
+        for i in range(D):
+            lines += [f"poke vm_adr {self.vm['X'] + i}",
+                      f"poke vm_dat_w 0x{pack(x[i * GROUP:(i + 1) * GROUP], VEC_BITS):x}", "step 1"]
+        lines += ["poke vm_we 0", "peek cnt_cycles", "poke start 1", "step 1", "poke start 0",
+                  "wait done 10000000", "step 1", "peek cnt_cycles", "peek token"]
+        for i in range(self.geo.vocab // GROUP):
+            lines += [f"poke vm_adr {self.vm['LOGITS'] + i}", "step 1", "peek vm_dat_r"]
+        return lines
+
+    def run_tokens(self, xs):
+        """One forward pass per input embedding (vector format), positions 0, 1, ...: every layer and the
+        head on the accelerator. Returns per position (greedy next token, cycles, logits)."""
+        lines = self.lora_load_lines() if self.lora else []
+        for pos, x in enumerate(xs):
+            lines += self._program_lines(token_program(self.geo, self.table, pos, self.lora), x)
+        log = self.sim.run(lines).peek_log
+        per = 3 + self.geo.vocab // GROUP
+        out = []
+        for k in range(len(xs)):
+            chunk = log[k * per:(k + 1) * per]
+            (_, c0), (_, c1), (_, tok) = chunk[:3]
+            logits = np.array([v for _, w in chunk[3:] for v in unpack(w)], dtype=np.int64)
+            out.append((tok, c1 - c0, logits))
+        return out
 
     def run_layers(self, steps):
         """steps: list of (layer, pos, x or None): x (dim,) vector-format input loaded into X first.

@@ -3,7 +3,9 @@ the KV writer and a command sequencer that runs a program of whole operations ba
 
 A command is one wide word (CMD_LAYOUT, the single definition the program builder and firmware pack):
   unit V: a vector-unit op; `tgt` routes QUANT/AVEC output: 0 L act, 1 H act, 2 K cache, 3 V cache;
-          `dual` also writes the H act (a LoRA pass shares the base GEMV's quantized input)
+          `dual` also writes the H act (a LoRA pass shares the base GEMV's quantized input); `to_head` writes
+          the head's act instead of the L act
+  unit D: the LM head's GEMV over its own ROM (the embedding, tied), logits into VM from word `dst`
   unit L / H: a GEMV (word_base, row_base, rows, groups, stride) whose rows land in VM from word `dst`
 KV cache layout in every H bank (lanes divide 32): K of (layer, kv head) at group index kv_base, rows are
 positions (pos // lanes in bank pos % lanes), head_dim / 32 groups each; V of (layer, kv head, group g) at
@@ -18,10 +20,10 @@ from roma.host.golden.numerics import ACT_BITS, GROUP, VEC_BITS
 from .gemv import GEMVUnit, SRAMUnit
 from .vector_unit import VectorUnit
 
-UNITS = {"V": 0, "L": 1, "H": 2}
+UNITS = {"V": 0, "L": 1, "H": 2, "D": 3}   # D: the LM head (its own ROM)
 TARGETS = {"L": 0, "H": 1, "K": 2, "V": 3}
 CMD_LAYOUT = [
-    ("unit", 2), ("op", 4), ("tgt", 2), ("dual", 1),
+    ("unit", 2), ("op", 4), ("tgt", 2), ("dual", 1), ("to_head", 1),
     ("a", 16), ("b", 16), ("dst", 16), ("n", 16), ("aux", 16), ("count", 16),
     ("word_base", 24), ("row_base", 16), ("rows", 16), ("groups", 12), ("stride", 16),
     ("pos", 16), ("kv_base", 24), ("ve_base", 16),
@@ -144,9 +146,12 @@ class KVWriter(Module):
 
 class Accelerator(Module):
     def __init__(self, cfg, rom_images, l_max_cols, gamma_words, cos, sin, *, dim, head_dim, context,
-                 eps_q, kv_groups_per_bank, kv_rows_per_bank, ve_words, vm_words=64, max_cmds=256):
+                 eps_q, kv_groups_per_bank, kv_rows_per_bank, ve_words, vm_words=64, max_cmds=256,
+                 head_images=None, head_bits=None, head_signed=False):
         assert GROUP % cfg.lanes == 0, "the KV layout and VM writes need lanes dividing 32"
         self.submodules.L = L = GEMVUnit(cfg, rom_images, l_max_cols)
+        self.submodules.D = D = GEMVUnit(cfg, head_images, dim, code_bits=head_bits, signed=head_signed) \
+            if head_images else None
         self.submodules.H = H = SRAMUnit(cfg, kv_groups_per_bank, kv_rows_per_bank, max(context, l_max_cols),
                                          group_exp=True)
         self.submodules.V = V = VectorUnit(cfg, vm_words, dim, eps_q, gamma_words, head_dim=head_dim,
@@ -195,6 +200,7 @@ class Accelerator(Module):
         self.cnt_l_busy = L.cnt_busy
         self.cnt_h_busy = H.cnt_busy
         self.cnt_v_busy = V.cnt_busy
+        self.token = V.argmax                # the last ARGMAX: the greedy next token
 
         # # #
 
@@ -215,7 +221,8 @@ class Accelerator(Module):
         needs_kv = Signal()
         last = Signal()
         self.comb += [
-            unit_done.eq(Mux(fc["unit"] == UNITS["V"], V.done, Mux(fc["unit"] == UNITS["L"], L.done, H.done))),
+            unit_done.eq(Mux(fc["unit"] == UNITS["V"], V.done, Mux(fc["unit"] == UNITS["L"], L.done,
+                         Mux(fc["unit"] == UNITS["H"], H.done, D.done if D is not None else 1)))),
             needs_kv.eq((fc["unit"] == UNITS["V"]) & (fc["tgt"] >= TARGETS["K"])),
             last.eq(pc + 1 == self.ncmds),
         ]
@@ -238,15 +245,20 @@ class Accelerator(Module):
             V.start.eq(issue & (f["unit"] == UNITS["V"])),
         ]
         # GEMV units
-        for u, name in ((L, "L"), (H, "H")):
+        for u, name in ((L, "L"), (H, "H"), (D, "D")):
+            if u is None:
+                continue
             self.comb += [
                 u.word_base.eq(f["word_base"]), u.row_base.eq(f["row_base"]), u.rows.eq(f["rows"]),
                 u.groups.eq(f["groups"]), u.stride.eq(f["stride"]),
                 u.start.eq(issue & (f["unit"] == UNITS[name])),
             ]
         # activation routing: L act, H act, or the KV writer's capture
-        for u, t in ((L, "L"), (H, "H")):
-            to_me = (f["tgt"] == TARGETS[t]) | (f["dual"] if t == "H" else 0)
+        for u, t in ((L, "L"), (H, "H"), (D, "D")):
+            if u is None:
+                continue
+            to_me = {"L": (f["tgt"] == TARGETS["L"]) & ~f["to_head"],
+                     "H": (f["tgt"] == TARGETS["H"]) | f["dual"], "D": f["to_head"]}[t]
             self.comb += [u.act.w.adr.eq(V.act_adr), u.act.w.dat_w.eq(V.act_dat), u.act.w.we.eq(V.act_we & to_me)]
         self.comb += [
             KV.cap_we.eq(V.act_we & (f["tgt"] >= TARGETS["K"])), KV.cap_adr.eq(V.act_adr), KV.cap_dat.eq(V.act_dat),
@@ -261,12 +273,9 @@ class Accelerator(Module):
         src_valid = Signal()
         src_row = Signal(16)
         src = [Signal((VEC_BITS, True)) for _ in range(lanes)]
-        from_l = f["unit"] == UNITS["L"]
-        self.comb += [
-            src_valid.eq(Mux(from_l, L.out_valid, H.out_valid)),
-            src_row.eq(Mux(from_l, L.out_row, H.out_row)),
-            *[s.eq(Mux(from_l, lo, ho)) for s, lo, ho in zip(src, L.out, H.out)],
-        ]
+        units = [(UNITS["L"], L), (UNITS["H"], H)] + ([(UNITS["D"], D)] if D is not None else [])
+        self.comb += Case(f["unit"], {code: [src_valid.eq(u.out_valid), src_row.eq(u.out_row),
+                                             *[s.eq(o) for s, o in zip(src, u.out)]] for code, u in units})
         slot = Signal(max=max(per_word, 2))
         self.comb += slot.eq(_mod(src_row, per_word))
         data = Cat(*[s[:VEC_BITS] for s in src])

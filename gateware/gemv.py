@@ -168,19 +168,24 @@ class LaneArray(Module):
 
 
 class GEMVUnit(LaneArray):
-    """The L-unit: each lane's weights in B-ROM (block RAM initialised from the export's bank image)."""
+    """The L-unit: each lane's weights in B-ROM (block RAM initialised from the export's bank image).
 
-    def __init__(self, cfg, images, max_cols):
+    code_bits/signed: the ROM's code format (default: the configuration's base-weight codes; the LM head
+    of a GGUF model keeps its signed 8-bit Q8_0 codes)."""
+
+    def __init__(self, cfg, images, max_cols, code_bits=None, signed=False):
         assert len(images) == cfg.lanes
+        bits = code_bits or cfg.code_bits
         lane_mems = []
         for img in images:
             # (Migen memories need a depth of at least 2)
-            rom = Memory(cfg.word_bits, max(len(img.codes), 2), init=img.codes or [0])
+            rom = Memory(cfg.macs_per_lane * bits, max(len(img.codes), 2), init=img.codes or [0])
             srom = Memory(2 * cfg.scale_bits, max(len(img.scales), 2), init=img.scales or [0])
             erom = Memory(cfg.exp_bits, max(len(img.rowexp), 2), init=img.rowexp or [0])
             self.specials += rom, srom, erom
             lane_mems.append((rom, srom, erom, None))
-        LaneArray.__init__(self, cfg, lane_mems, max_cols)
+        custom = bits != cfg.code_bits or signed
+        LaneArray.__init__(self, cfg, lane_mems, max_cols, wbits=bits if custom else None, wsigned=signed)
 
 
 class SRAMUnit(LaneArray):

@@ -26,11 +26,12 @@ class Geometry:
     hidden: int
     context: int
     lanes: int
+    vocab: int = 0
 
     @classmethod
     def of(cls, config, lanes, context=None):
         return cls(config.dim, config.n_layers, config.n_heads, config.n_kv_heads, config.head_dim, config.hidden,
-                   context or config.context, lanes)
+                   context or config.context, lanes, config.vocab)
 
     # VM regions (word addresses) ---------------------------------------------------------------------
     def vm_layout(self):
@@ -38,7 +39,8 @@ class Geometry:
             self.n_kv_heads * self.head_dim // GROUP, self.hidden // GROUP
         C = self.context // GROUP
         regions = [("X", D), ("HN", D), ("QKV", Q + 2 * KVD), ("ATT", Q), ("TMP", D), ("GU", 2 * F), ("MM", F),
-                   ("SC", C), ("E", C), ("P", C), ("LT", 7 * MAX_RANK_WORDS), ("LU", max(F, Q, D))]
+                   ("SC", C), ("E", C), ("P", C), ("LT", 7 * MAX_RANK_WORDS), ("LU", max(F, Q, D)),
+                   ("LOGITS", self.vocab // GROUP)]
         out, off = {}, 0
         for name, n in regions:
             out[name] = off
@@ -189,3 +191,25 @@ def layer_program(geo, table, layer, pos, lora=None):
 
 def packed(cmds):
     return [pack_command(**c) for c in cmds]
+
+
+def head_program(geo):
+    """Final RMSNorm, the LM head and the greedy choice: ARGMAX leaves the next token in the vector unit."""
+    vm = geo.vm_layout()
+    D, V = geo.dim // GROUP, geo.vocab // GROUP
+    return [
+        dict(unit=UNITS["V"], op=OPS["rms_max"], a=vm["X"], n=D),
+        dict(unit=UNITS["V"], op=OPS["rms_ss"], a=vm["X"], n=D),
+        dict(unit=UNITS["V"], op=OPS["norm"], a=vm["X"], dst=vm["HN"], n=D, aux=2 * geo.n_layers * D),
+        dict(unit=UNITS["V"], op=OPS["quant"], a=vm["HN"], n=D, dst=0, to_head=1),
+        dict(unit=UNITS["D"], word_base=0, row_base=0, rows=geo.vocab // geo.lanes, groups=D, dst=vm["LOGITS"]),
+        dict(unit=UNITS["V"], op=OPS["argmax"], a=vm["LOGITS"], n=V, count=geo.vocab),
+    ]
+
+
+def token_program(geo, table, pos, lora=None):
+    """Every decoder layer at `pos`, then the head: one token's forward pass."""
+    cmds = []
+    for layer in range(geo.n_layers):
+        cmds += layer_program(geo, table, layer, pos, lora)
+    return cmds + head_program(geo)

@@ -18,21 +18,22 @@ class BankImage:
     rowexp: list    # per row: er (8-bit two's complement)
 
 
-def bank_image(code_bytes, scale_bytes, exp_bytes, cfg):
-    bits = cfg.code_bits
+def bank_image(code_bytes, scale_bytes, exp_bytes, cfg, bits=None):
+    bits = bits or cfg.code_bits
     group_bytes = GROUP * bits // 8
+    word_bits = cfg.macs_per_lane * bits
     words = []
     for off in range(0, len(code_bytes), group_bytes):
         g = int.from_bytes(code_bytes[off:off + group_bytes], "little")
-        mask = (1 << cfg.word_bits) - 1
-        words += [(g >> (k * cfg.word_bits)) & mask for k in range(cfg.beats_per_group)]
+        mask = (1 << word_bits) - 1
+        words += [(g >> (k * word_bits)) & mask for k in range(cfg.beats_per_group)]
     sc = np.frombuffer(scale_bytes, "<u2").reshape(-1, 2).astype(np.int64)
     scales = (sc[:, 0] | (sc[:, 1] << 16)).tolist()
     rowexp = np.frombuffer(exp_bytes, "u1").astype(np.int64).tolist()
     return BankImage(words, scales, rowexp)
 
 
-def bank_images(layout, cfg):
+def bank_images(layout, cfg, bits=None):
     """From host.export.bank_layout(...) output to one BankImage per lane."""
     codes, scales, exps = layout[:3]
-    return [bank_image(c, s, e, cfg) for c, s, e in zip(codes, scales, exps)]
+    return [bank_image(c, s, e, cfg, bits) for c, s, e in zip(codes, scales, exps)]

@@ -69,3 +69,22 @@ def test_layer0_with_lora_bit_exact(tmp_path):
     for p, ((x, _), w, b) in enumerate(zip(got, want, base)):
         assert not np.array_equal(w, b)                      # the adapter changes the layer's output
         assert np.array_equal(x, w), f"position {p}: {np.nonzero(x != w)[0][:8]}"
+
+
+def test_whole_model_logits_and_greedy_tokens():
+    """Every layer and the LM head of tiny-260k on the accelerator, position after position: the logits equal
+    the golden model's bit for bit, and ARGMAX in the vector unit gives the golden greedy token (the
+    embedding is looked up on the host side)."""
+    model = tiny_model("tiny-260k")
+    acc = AcceleratorSim(model, AccelConfig(lanes=8, macs_per_lane=8), context=CONTEXT)
+    g = GoldenModel(model, context=CONTEXT)
+    st = g.new_state()
+    seq = [1, 57, 300, 12, 499]
+    want = [g.step([t], st) for t in seq]
+    got = acc.run_tokens([g.embed_tokens(np.array([t]))[0] for t in seq])
+    c = model.config
+    for p, ((tok, cycles, logits), w) in enumerate(zip(got, want)):
+        floor = c.macs_per_token(p) / (8 * 8)
+        print(f"pos {p}: token {tok}, {cycles} cycles, {cycles / floor:.3f}x the MAC floor")
+        assert np.array_equal(logits, w), f"position {p}"
+        assert tok == int(np.argmax(w))
