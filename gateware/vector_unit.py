@@ -60,7 +60,8 @@ class _Table(Module):
 
 
 def _quant_word(cfg, vals, vmax, frac, width):
-    """Statements and the activation word for one group (quantize_act): returns (stmts, word)."""
+    """Statements and the activation word for one group (quantize_act; frac: the input's fractional bits,
+    a constant or an expression): returns (stmts, word)."""
     bl, sh = Signal(8), Signal(8)
     stmts = bit_length(vmax, width, bl)
     stmts += [sh.eq(Mux(bl > ACT_BITS - 1, bl - (ACT_BITS - 1), 0))]
@@ -261,11 +262,11 @@ class VectorUnit(Module):
         self.comb += smn_shift.eq(F.RECIP_FRAC + self.shz - F.PROB_FRAC)
         shalf = Signal(W + 8)
         self.comb += shalf.eq((1 << smn_shift) >> 1)
-        q_stmts, q_word = _quant_word(cfg, r1x, r1max, VEC_FRAC, W + 16)
-        a_stmts, a_word = _quant_word(cfg, r1x, r1max, 2 * VEC_FRAC, W + 16)
-        self.comb += q_stmts + a_stmts
+        # one quantizer for both: AVEC's input has 2 * VEC_FRAC fractional bits, QUANT's VEC_FRAC
+        q_stmts, q_word = _quant_word(cfg, r1x, r1max, Mux(op == OPS["avec"], 2 * VEC_FRAC, VEC_FRAC), W + 16)
+        self.comb += q_stmts
         r2act = Signal(len(self.act_dat))
-        self.sync += r2act.eq(Mux(op == OPS["avec"], a_word, q_word))
+        self.sync += r2act.eq(q_word)
         r2rope = [Signal((W, True)) for _ in range(GROUP)]
         for e in range(GROUP):
             frac = Signal(sshift)
@@ -339,18 +340,16 @@ class VectorUnit(Module):
             self.sync += hi_pending.eq(wv & (op == OPS["rope"])), hi_adr.eq(self.a + widx * wpr + 1), \
                 hi_dat.eq(Cat(*[v[:W] for v in r3hi]))
 
-        # reductions (stage-2 values, valid[3]) -----------------------------------------------------------
+        # reductions: sums of squares from stage 1 (valid[2]), the rest from stage 2 (valid[3]) -----------
         amax = Signal(W + 16)
         ss = Signal(2 * W + 16)
         z = Signal(W + 16)
         r2max = Signal(W + 16)
-        word_ss = Signal(2 * W + 8)
         sq = [Signal(2 * W) for _ in range(GROUP)]
         self.comb += [q.eq(v * v) for q, v in zip(sq, xs)]
         r1ss = Signal(2 * W + 8)
         self.sync += r1ss.eq(tree(lambda p, q: p + q, sq)), r2max.eq(r1max)
-        self.comb += word_ss.eq(r1ss)
-        self.sync += If(valid[2] & (op == OPS["rms_ss"]) & ~(self.start & ~self.busy), ss.eq(ss + word_ss))
+        self.sync += If(valid[2] & (op == OPS["rms_ss"]) & ~(self.start & ~self.busy), ss.eq(ss + r1ss))
         # masked max of the scaled scores, first maximum wins for ARGMAX
         best = Signal((W + 1, True))
         best_i = Signal(16)
@@ -376,7 +375,6 @@ class VectorUnit(Module):
                 amax.eq(0), ss.eq(0), z.eq(0), first.eq(1),
             ).Elif(valid[3],
                 If(op == OPS["rms_max"], amax.eq(max_(amax, r2max))),
-
                 If(op == OPS["sm_exp"], z.eq(z + word_z)),
                 If((op == OPS["sm_max"]) | (op == OPS["argmax"]),
                     first.eq(0),
