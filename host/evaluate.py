@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import RomaError
+from .generate import encode
 from .golden.numerics import from_vector
 from .tokenizer import DATA
 
@@ -28,9 +29,7 @@ def eval_tokens(model, text_file=None, max_tokens=None):
     if not path.exists():
         raise RomaError(f"text file not found: {path}")
     text = path.read_text(encoding="utf-8", errors="replace")
-    ids = model.tokenizer(text)["input_ids"]
-    if model.config.bos_id >= 0 and (not ids or ids[0] != model.config.bos_id):
-        ids = [model.config.bos_id] + ids
+    ids = encode(model, text)
     limit = min(max_tokens or len(ids), len(ids), model.config.context)
     if limit < 2:
         raise RomaError(f"{path}: fewer than 2 tokens to evaluate")

@@ -27,6 +27,7 @@ from .golden import functions as F
 from .golden import numerics as N
 from .golden.weights import to_device
 from .model import PROJECTIONS
+from .report import rom_bits
 
 FORMAT_VERSION = 1
 MAX_LANES = 256
@@ -198,16 +199,15 @@ def export(model, lora, out, lanes=None, prompts=None, vectors=True, context=Non
 
     model_hash = hashlib.sha256("".join(f"{k}:{v}\n" for k, v in sorted(w.files.items())
                                         if not k.startswith(("lora/", "golden.json"))).encode()).hexdigest()
-    code_bits = sum(m["rows"] * m["cols"] * m["bits"] for m in layer_table + head_table)
-    scale_bits = sum(m["rows"] * (m["groups"] * 2 * N.SCALE_BITS + 8) for m in layer_table + head_table)
+    rom = rom_bits(model)
     manifest = {
         "format": "roma-export", "format_version": FORMAT_VERSION,
         "model": c.to_dict(), "model_hash": model_hash, "source": model.source,
         "numerics": numerics_constants(),
         "geometry": {"lanes": lanes, "words_per_bank": words, "head_words_per_bank": head_words,
                      "word_bits": N.GROUP * layer_table[0]["bits"], "head_word_bits": N.GROUP * head_table[0]["bits"],
-                     "context": ctx, "rom_bits": code_bits + scale_bits, "code_bits": code_bits,
-                     "scale_bits": scale_bits, "macs_per_token": c.macs_per_token(0)},
+                     "context": ctx, "rom_bits": rom["total"], "code_bits": rom["code"],
+                     "scale_bits": rom["scale"], "macs_per_token": c.macs_per_token(0)},
         "matrices": layer_table, "head": head_table, "tables": table_meta, "lora": lora_meta,
         "files": dict(sorted(w.files.items())),
     }

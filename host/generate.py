@@ -6,6 +6,15 @@ from .errors import RomaError
 from .golden.sampler import sample
 
 
+def encode(model, text):
+    """Plain tokenization with the model's BOS in front (once) when it has one."""
+    ids = model.tokenizer(text)["input_ids"]
+    bos = model.config.bos_id
+    if bos >= 0 and (not ids or ids[0] != bos):
+        ids = [bos] + ids
+    return list(ids)
+
+
 def prompt_tokens(model, prompt, chat=None):
     """Tokenize a prompt, through the chat template for chat models (unless chat=False)."""
     tok = model.tokenizer
@@ -18,9 +27,7 @@ def prompt_tokens(model, prompt, chat=None):
         if not isinstance(ids, list):
             ids = ids["input_ids"]
     else:
-        ids = tok(prompt)["input_ids"]
-        if model.config.bos_id >= 0 and (not ids or ids[0] != model.config.bos_id):
-            ids = [model.config.bos_id] + ids
+        ids = encode(model, prompt)
     return list(ids)
 
 

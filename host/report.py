@@ -6,23 +6,17 @@ from .model import PROJECTIONS
 ROW_EXP_BITS = 8   # one signed exponent per row
 
 
-def rom_bits(model, bits):
-    """Bits of base-model ROM at a code width: codes + dq/mq per group + one exponent per row.
-
-    The embedding (also the tied LM head) keeps its own format (8-bit codes and a scale per group in GGUF).
-    """
+def rom_bits(model, bits=None):
+    """Bits of base-model ROM as the export lays it out and the B-ROM banks hold it: per matrix its codes, an
+    int16 dq and mq per group of 32 and an 8-bit exponent per row. bits: the layers' code width (default:
+    the model's own); the embedding / LM head keeps its format. Returns {"code", "scale", "total"}."""
     c = model.config
-    total = 0
-    for p in PROJECTIONS:
-        rows, cols = c.projection_shape(p)
-        total += c.n_layers * (rows * cols * bits + rows * (cols // GROUP) * 2 * SCALE_BITS + rows * ROW_EXP_BITS)
-    emb = model.embed
-    per_code = emb.bits
-    scales = 1 if emb.signed else 2
-    heads = 1 if model.lm_head is None else 2
-    total += heads * (c.vocab * c.dim * per_code + c.vocab * (c.dim // GROUP) * scales * SCALE_BITS
-                      + c.vocab * ROW_EXP_BITS)
-    return total
+    bits = bits or model.layers[0].proj["q_proj"].bits
+    mats = [(c.n_layers * rows, cols, bits) for rows, cols in map(c.projection_shape, PROJECTIONS)]
+    mats += [(c.vocab, c.dim, q.bits) for q in (model.embed, model.lm_head) if q is not None]
+    code = sum(rows * cols * b for rows, cols, b in mats)
+    scale = sum(rows * ((cols // GROUP) * 2 * SCALE_BITS + ROW_EXP_BITS) for rows, cols, _ in mats)
+    return {"code": code, "scale": scale, "total": code + scale}
 
 
 def model_info(model):
@@ -38,6 +32,6 @@ def model_info(model):
         "parameters": c.parameter_count(),
         "MACs/token (pos 0)": c.macs_per_token(0),
         "MACs/token (pos 255)": c.macs_per_token(255),
-        "ROM bits at 4-bit": rom_bits(model, 4),
-        "ROM bits at 2-bit": rom_bits(model, 2),
+        "ROM bits at 4-bit": rom_bits(model, 4)["total"],
+        "ROM bits at 2-bit": rom_bits(model, 2)["total"],
     }
