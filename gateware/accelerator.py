@@ -119,27 +119,23 @@ class KVWriter(Module):
         self.w_dat = [Signal(len(p.dat_w)) for p in hunit.w_ports]
         self.w_we = [Signal(len(p.we)) for p in hunit.w_ports]
         for b in range(lanes):
-            wp = type("Req", (), {"adr": self.w_adr[b], "dat_w": self.w_dat[b], "we": self.w_we[b]})
-            gp = hunit.g_ports[b]
+            adr, dat, we, gp = self.w_adr[b], self.w_dat[b], self.w_we[b], hunit.g_ports[b]
             elem = Signal(ACT_BITS)
             self.comb += Case(k_i, {r: elem.eq(mant[r * lanes + b]) for r in range(rows_v)})
             self.comb += [
                 If(self.is_v,
-                    wp.adr.eq(vcol_word), wp.dat_w.eq(Replicate(elem, M)),
-                    wp.we.eq(Mux(active, 1 << slot, 0)),
+                    adr.eq(vcol_word), dat.eq(Replicate(elem, M)), we.eq(Mux(active, 1 << slot, 0)),
                 ).Else(
-                    wp.adr.eq(kgroup * beats + k_i), wp.dat_w.eq(kword),
-                    wp.we.eq(Mux(active & (bank == b), (1 << M) - 1, 0)),
+                    adr.eq(kgroup * beats + k_i), dat.eq(kword), we.eq(Mux(active & (bank == b), (1 << M) - 1, 0)),
                 ),
                 gp.adr.eq(kgroup), gp.dat_w.eq(ea), gp.we.eq(active & ~self.is_v & (bank == b) & (k_i == 0)),
             ]
-        vw = vunit.ve_w
         self.ve_adr = Signal(16)
         self.comb += [
             self.ve_adr.eq(self.ve_base + g_i * gctx + _div(self.pos, GROUP)),
         ]
-        self.ve_dat = Signal(len(vw.dat_w))
-        self.ve_we = Signal(len(vw.we))
+        self.ve_dat = Signal(len(vunit.ve_w.dat_w))
+        self.ve_we = Signal(len(vunit.ve_w.we))
         self.comb += self.ve_dat.eq(Replicate(ea, GROUP)), \
             self.ve_we.eq(Mux(active & self.is_v & (k_i == 0), 1 << _mod(self.pos, GROUP), 0))
 
