@@ -39,7 +39,7 @@ class AcceleratorSim:
                           ve_words=geo.ve_words(), vm_words=vm["words"] + 2, max_cmds=512,
                           head_images=bank_images(head_layout, cfg, hq.bits), head_bits=hq.bits,
                           head_signed=hq.signed)
-        ios = {"start": dut.start, "busy": dut.busy, "done": dut.done, "ncmds": dut.ncmds,
+        ios = {"start": dut.start, "busy": dut.busy, "done": dut.done, "ncmds": dut.ncmds, "pos": dut.pos,
                "cmd_adr": dut.cmd_w.adr, "cmd_dat": dut.cmd_w.dat_w, "cmd_we": dut.cmd_w.we,
                "vm_adr": dut.vm_adr, "vm_dat_w": dut.vm_dat_w, "vm_we": dut.vm_we, "vm_dat_r": dut.vm_dat_r,
                "cnt_cycles": dut.cnt_cycles, "cnt_l_mac": dut.cnt_l_mac, "cnt_h_mac": dut.cnt_h_mac,
@@ -76,12 +76,16 @@ class AcceleratorSim:
                     lines.append("poke h_e_we 0")
         return lines
 
-    def _program_lines(self, cmds, x):
-        D = self.geo.dim // GROUP
+    @staticmethod
+    def _load_program_lines(cmds):
         lines = ["poke cmd_we 1"]
         for i, w in enumerate(packed(cmds)):
             lines += [f"poke cmd_adr {i}", f"poke cmd_dat 0x{w:x}", "step 1"]
-        lines += ["poke cmd_we 0", f"poke ncmds {len(cmds)}", "poke vm_we 1"]
+        return lines + ["poke cmd_we 0", f"poke ncmds {len(cmds)}"]
+
+    def _token_lines(self, pos, x):
+        D = self.geo.dim // GROUP
+        lines = [f"poke pos {pos}", "poke vm_we 1"]
         for i in range(D):
             lines += [f"poke vm_adr {self.vm['X'] + i}",
                       f"poke vm_dat_w 0x{pack(x[i * GROUP:(i + 1) * GROUP], VEC_BITS):x}", "step 1"]
@@ -95,8 +99,9 @@ class AcceleratorSim:
         """One forward pass per input embedding (vector format), positions 0, 1, ...: every layer and the
         head on the accelerator. Returns per position (greedy next token, cycles, logits)."""
         lines = self.lora_load_lines() if self.lora else []
+        lines += self._load_program_lines(token_program(self.geo, self.table, self.lora))
         for pos, x in enumerate(xs):
-            lines += self._program_lines(token_program(self.geo, self.table, pos, self.lora), x)
+            lines += self._token_lines(pos, x)
         log = self.sim.run(lines).peek_log
         per = 3 + self.geo.vocab // GROUP
         out = []
@@ -114,11 +119,8 @@ class AcceleratorSim:
         D = self.geo.dim // GROUP
         counters = ["cnt_cycles", "cnt_l_mac", "cnt_h_mac", "cnt_l_busy", "cnt_h_busy", "cnt_v_busy"]
         for layer, pos, x in steps:
-            cmds = packed(layer_program(self.geo, self.table, layer, pos, self.lora))
-            lines.append("poke cmd_we 1")
-            for i, w in enumerate(cmds):
-                lines += [f"poke cmd_adr {i}", f"poke cmd_dat 0x{w:x}", "step 1"]
-            lines += ["poke cmd_we 0", f"poke ncmds {len(cmds)}"]
+            lines += self._load_program_lines(layer_program(self.geo, self.table, layer, self.lora))
+            lines.append(f"poke pos {pos}")
             if x is not None:
                 lines.append("poke vm_we 1")
                 for i in range(D):

@@ -2,7 +2,8 @@
 the KV writer and a command sequencer that runs a program of whole operations back to back.
 
 A command is one wide word (CMD_LAYOUT, the single definition the program builder and firmware pack):
-  unit V: a vector-unit op; `tgt` routes QUANT/AVEC output: 0 L act, 1 H act, 2 K cache, 3 V cache;
+  unit V: a vector-unit op; `tgt` routes its activation output (QUANT, AVEC, or `qout` of NORM, SILU and
+          SM_NORM; words from `abase`): 0 L act, 1 H act, 2 K cache, 3 V cache;
           `dual` also writes the H act (a LoRA pass shares the base GEMV's quantized input); `to_head` writes
           the head's act instead of the L act
   unit D: the LM head's GEMV over its own ROM (the embedding, tied), logits into VM from word `dst`
@@ -23,12 +24,16 @@ from .vector_unit import VectorUnit
 UNITS = {"V": 0, "L": 1, "H": 2, "D": 3}   # D: the LM head (its own ROM)
 TARGETS = {"L": 0, "H": 1, "K": 2, "V": 3}
 CMD_LAYOUT = [
-    ("unit", 2), ("op", 4), ("tgt", 2), ("dual", 1), ("to_head", 1),
+    ("unit", 2), ("op", 4), ("tgt", 2), ("dual", 1), ("to_head", 1), ("qout", 1), ("abase", 8), ("dyn", 3),
     ("a", 16), ("b", 16), ("dst", 16), ("n", 16), ("aux", 16), ("count", 16),
     ("word_base", 24), ("row_base", 16), ("rows", 16), ("groups", 12), ("stride", 16),
     ("pos", 16), ("kv_base", 24), ("ve_base", 16),
 ]
 CMD_BITS = sum(w for _, w in CMD_LAYOUT)
+# Fields a command takes from the position register instead of its own word (`dyn`), so that one program
+# serves every position: count = pos + 1 cached positions, words = ceil(count / 32), krows = ceil(count / lanes)
+DYN = {"none": 0, "aux_pos": 1, "kv_pos": 2, "rows_krows": 3, "n_words_count": 4, "n_words": 5,
+       "groups_words": 6}
 
 
 def _log2(n):
@@ -160,6 +165,7 @@ class Accelerator(Module):
         cr = cmds.get_port()
         self.specials += self.cmd_w, cr
         self.ncmds = Signal(16)
+        self.pos = Signal(16)           # the position the program runs at (for `dyn` fields)
         self.start = Signal()
         self.busy = Signal()
         self.done = Signal()
@@ -206,11 +212,26 @@ class Accelerator(Module):
         sel = Signal(CMD_BITS)
         go_now = Signal()
         self.comb += sel.eq(Mux(go_now, cr.dat_r, cmd))
-        fc, f = {}, {}
+        fc, fw = {}, {}
         off = 0
         for name, width in CMD_LAYOUT:
-            fc[name], f[name] = cmd[off:off + width], sel[off:off + width]
+            fc[name], fw[name] = cmd[off:off + width], sel[off:off + width]
             off += width
+        # position-derived fields
+        count, words, krows = Signal(16), Signal(16), Signal(16)
+        self.comb += count.eq(self.pos + 1), words.eq(_div(count + GROUP - 1, GROUP)), \
+            krows.eq(_div(count + cfg.lanes - 1, cfg.lanes))
+        f = dict(fw)
+        dyn = fw["dyn"]
+        for name, pairs in (("aux", [("aux_pos", self.pos)]), ("pos", [("kv_pos", self.pos)]),
+                            ("rows", [("rows_krows", krows)]),
+                            ("n", [("n_words_count", words), ("n_words", words)]),
+                            ("count", [("n_words_count", count)]), ("groups", [("groups_words", words)])):
+            expr = fw[name]
+            for code, val in pairs:
+                expr = Mux(dyn == DYN[code], val, expr)
+            f[name] = Signal(len(fw[name]))
+            self.comb += f[name].eq(expr)
         pc = Signal(16)
         self.submodules.fsm = fsm = FSM(reset_state="IDLE")
         unit_done = Signal()
@@ -237,7 +258,7 @@ class Accelerator(Module):
         # vector unit
         self.comb += [
             V.op.eq(f["op"]), V.a.eq(f["a"]), V.b.eq(f["b"]), V.dst.eq(f["dst"]), V.n.eq(f["n"]),
-            V.aux.eq(f["aux"]), V.count.eq(f["count"]),
+            V.aux.eq(f["aux"]), V.count.eq(f["count"]), V.abase.eq(f["abase"]), V.qout.eq(f["qout"]),
             V.start.eq(issue & (f["unit"] == UNITS["V"])),
         ]
         # GEMV units

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 from roma.host.golden.numerics import GROUP
 
-from .accelerator import TARGETS, UNITS, pack_command
+from .accelerator import DYN, TARGETS, UNITS, pack_command
 from .vector_unit import OPS
 
 
@@ -98,14 +98,16 @@ class LoraPlan:
         return {p: e for (l_, p), e in self.entries.items() if l_ == layer}
 
 
-def layer_program(geo, table, layer, pos, lora=None):
-    """Commands (dicts) that run decoder layer `layer` on the vector in VM region X at position `pos`;
-    with a LoraPlan, each adapted projection's output gets its LoRA delta before anything reads it."""
+def layer_program(geo, table, layer, lora=None, fresh_x=True):
+    """Commands (dicts) that run decoder layer `layer` on the vector in VM region X at the position in the
+    accelerator's position register (the position-dependent fields are `dyn`, so one program serves all);
+    with a LoraPlan, each adapted projection's output gets its LoRA delta before anything reads it.
+    fresh_x: X was loaded from outside, so the first RMSNorm needs its own max pass (otherwise the residual
+    ADD that wrote X left its pre-shift in the vector unit)."""
     vm = geo.vm_layout()
     D, F, G = geo.dim // GROUP, geo.hidden // GROUP, geo.G
-    H, KV, hd = geo.n_heads, geo.n_kv_heads, geo.head_dim
+    H, KV = geo.n_heads, geo.n_kv_heads
     Qw = H * G
-    count = pos + 1
     m = {e["name"].split(".")[-1]: e for e in table[layer * 7:(layer + 1) * 7]}
     cmds = []
 
@@ -127,7 +129,7 @@ def layer_program(geo, table, layer, pos, lora=None):
             gemv("H", **a, dst=vm["LT"] + k * rw)
         for k, p in enumerate(todo):
             b = adapted[p]["B"]
-            v("quant", a=vm["LT"] + k * rw, n=rw, dst=0, tgt=TARGETS["H"])
+            v("quant", a=vm["LT"] + k * rw, n=rw, tgt=TARGETS["H"])
             gemv("H", **b, dst=vm["LU"])
             v("add", a=outs[p], b=vm["LU"], dst=outs[p], n=b["rows"] * geo.lanes // GROUP)
 
@@ -135,10 +137,11 @@ def layer_program(geo, table, layer, pos, lora=None):
         return int(any(p in adapted for p in projs))
 
     def norm(which, projs):
-        v("rms_max", a=vm["X"], n=D)
+        if which == 0 and fresh_x:
+            v("rms_max", a=vm["X"], n=D)
         v("rms_ss", a=vm["X"], n=D)
-        v("norm", a=vm["X"], dst=vm["HN"], n=D, aux=(2 * layer + which) * D)
-        v("quant", a=vm["HN"], n=D, dst=0, tgt=TARGETS["L"], dual=dual(projs))
+        v("norm", a=vm["X"], dst=vm["HN"], n=D, aux=(2 * layer + which) * D, qout=1, tgt=TARGETS["L"],
+          dual=dual(projs))
 
     # attention ---------------------------------------------------------------------------------------------
     norm(0, ("q_proj", "k_proj", "v_proj"))
@@ -147,28 +150,31 @@ def layer_program(geo, table, layer, pos, lora=None):
          rows=q["rows_per_bank"] + k["rows_per_bank"] + vv["rows_per_bank"], groups=D, dst=vm["QKV"])
     lora_pass(("q_proj", "k_proj", "v_proj"), {"q_proj": vm["QKV"], "k_proj": vm["QKV"] + Qw,
                                                "v_proj": vm["QKV"] + Qw + KV * G})
-    v("rope", a=vm["QKV"], n=H, aux=pos)
-    v("rope", a=vm["QKV"] + Qw, n=KV, aux=pos)
+    # the q heads, then the k heads right after them
+    v("rope", a=vm["QKV"], n=H + KV, dyn=DYN["aux_pos"])
     for kh in range(KV):
-        v("quant", a=vm["QKV"] + Qw + kh * G, n=G, dst=0, tgt=TARGETS["K"], pos=pos, kv_base=geo.k_base(layer, kh))
-        v("quant", a=vm["QKV"] + Qw + KV * G + kh * G, n=G, dst=0, tgt=TARGETS["V"], pos=pos,
+        v("quant", a=vm["QKV"] + Qw + kh * G, n=G, tgt=TARGETS["K"], dyn=DYN["kv_pos"], kv_base=geo.k_base(layer, kh))
+        v("quant", a=vm["QKV"] + Qw + KV * G + kh * G, n=G, tgt=TARGETS["V"], dyn=DYN["kv_pos"],
           kv_base=geo.v_base(layer, kh), ve_base=geo.ve_base(layer, kh))
     rep = H // KV
-    words = ceil_div(count, GROUP)
     gctx = geo.context // GROUP
     for h in range(H):
         kh = h // rep
-        v("quant", a=vm["QKV"] + h * G, n=G, dst=0, tgt=TARGETS["H"])
-        gemv("H", word_base=geo.k_base(layer, kh), row_base=0, rows=ceil_div(count, geo.lanes), groups=G,
-             stride=G, dst=vm["SC"])
-        v("sm_max", a=vm["SC"], n=words, count=count)
-        v("sm_exp", a=vm["SC"], dst=vm["E"], n=words, count=count)
-        v("sm_norm", a=vm["E"], dst=vm["P"], n=words)
+        v("quant", a=vm["QKV"] + h * G, n=G, tgt=TARGETS["H"])
+        gemv("H", word_base=geo.k_base(layer, kh), row_base=0, dyn=DYN["rows_krows"], groups=G, stride=G,
+             dst=vm["SC"])
+        v("sm_max", a=vm["SC"], dyn=DYN["n_words_count"])
+        v("sm_exp", a=vm["SC"], dst=vm["E"], dyn=DYN["n_words_count"])
         for g in range(G):
-            v("avec", a=vm["P"], n=words, aux=geo.ve_base(layer, kh) + g * gctx, dst=0, tgt=TARGETS["H"])
+            # the probabilities scaled by V's exponents of group g: SM_NORM makes them for group 0
+            ve = geo.ve_base(layer, kh) + g * gctx
+            if g == 0:
+                v("sm_norm", a=vm["E"], dst=vm["P"], dyn=DYN["n_words"], aux=ve, qout=1, tgt=TARGETS["H"])
+            else:
+                v("avec", a=vm["P"], dyn=DYN["n_words"], aux=ve, tgt=TARGETS["H"])
             gemv("H", word_base=geo.v_base(layer, kh) + g * (GROUP // geo.lanes) * gctx, row_base=0,
-                 rows=GROUP // geo.lanes, groups=words, stride=gctx, dst=vm["ATT"] + h * G + g)
-    v("quant", a=vm["ATT"], n=Qw, dst=0, tgt=TARGETS["L"], dual=dual(("o_proj",)))
+                 rows=GROUP // geo.lanes, dyn=DYN["groups_words"], stride=gctx, dst=vm["ATT"] + h * G + g)
+    v("quant", a=vm["ATT"], n=Qw, tgt=TARGETS["L"], dual=dual(("o_proj",)))
     o = m["o_proj"]
     gemv("L", word_base=o["word_offset"], row_base=o["row_offset"], rows=o["rows_per_bank"], groups=Qw,
          dst=vm["TMP"])
@@ -180,8 +186,7 @@ def layer_program(geo, table, layer, pos, lora=None):
     gemv("L", word_base=gt["word_offset"], row_base=gt["row_offset"],
          rows=gt["rows_per_bank"] + up["rows_per_bank"], groups=D, dst=vm["GU"])
     lora_pass(("gate_proj", "up_proj"), {"gate_proj": vm["GU"], "up_proj": vm["GU"] + F})
-    v("silu", a=vm["GU"], b=vm["GU"] + F, dst=vm["MM"], n=F)
-    v("quant", a=vm["MM"], n=F, dst=0, tgt=TARGETS["L"], dual=dual(("down_proj",)))
+    v("silu", a=vm["GU"], b=vm["GU"] + F, dst=vm["MM"], n=F, qout=1, tgt=TARGETS["L"], dual=dual(("down_proj",)))
     gemv("L", word_base=dn["word_offset"], row_base=dn["row_offset"], rows=dn["rows_per_bank"], groups=F,
          dst=vm["TMP"])
     lora_pass(("down_proj",), {"down_proj": vm["TMP"]})
@@ -194,22 +199,22 @@ def packed(cmds):
 
 
 def head_program(geo):
-    """Final RMSNorm, the LM head and the greedy choice: ARGMAX leaves the next token in the vector unit."""
+    """Final RMSNorm (its pre-shift left by the last layer's ADD), the LM head and the greedy choice: ARGMAX
+    leaves the next token in the vector unit."""
     vm = geo.vm_layout()
     D, V = geo.dim // GROUP, geo.vocab // GROUP
     return [
-        dict(unit=UNITS["V"], op=OPS["rms_max"], a=vm["X"], n=D),
         dict(unit=UNITS["V"], op=OPS["rms_ss"], a=vm["X"], n=D),
-        dict(unit=UNITS["V"], op=OPS["norm"], a=vm["X"], dst=vm["HN"], n=D, aux=2 * geo.n_layers * D),
-        dict(unit=UNITS["V"], op=OPS["quant"], a=vm["HN"], n=D, dst=0, to_head=1),
+        dict(unit=UNITS["V"], op=OPS["norm"], a=vm["X"], dst=vm["HN"], n=D, aux=2 * geo.n_layers * D, qout=1,
+             to_head=1),
         dict(unit=UNITS["D"], word_base=0, row_base=0, rows=geo.vocab // geo.lanes, groups=D, dst=vm["LOGITS"]),
         dict(unit=UNITS["V"], op=OPS["argmax"], a=vm["LOGITS"], n=V, count=geo.vocab),
     ]
 
 
-def token_program(geo, table, pos, lora=None):
-    """Every decoder layer at `pos`, then the head: one token's forward pass."""
+def token_program(geo, table, lora=None):
+    """Every decoder layer, then the head: one token's forward pass at the position register's value."""
     cmds = []
     for layer in range(geo.n_layers):
-        cmds += layer_program(geo, table, layer, pos, lora)
+        cmds += layer_program(geo, table, layer, lora, fresh_x=layer == 0)
     return cmds + head_program(geo)

@@ -4,8 +4,8 @@ each exactly as the golden model defines it (host/golden/functions.py, numerics.
 VM words hold 32 elements of the vector format (VEC_BITS each), element e at bits [e*VEC_BITS, ...).
 A command names an op, two source word addresses (a, b), a destination (dst), a word count (n), an
 auxiliary value (aux) and an element count (count, for masked softmax). Ops:
-  ADD      dst = saturate(a + b)                                       residual
-  QUANT    act[dst + i] = quantize_act(a[i])                           to the activation write port
+  ADD      dst = saturate(a + b); e as RMS_MAX computes it from dst    residual (and the next norm's pass 1)
+  QUANT    act[abase + i] = quantize_act(a[i])                         to the activation write port
   RMS_MAX  e = max(0, bitlen(max |a|) - NORM_IN_BITS)                  RMSNorm, pass 1
   RMS_SS   ss = sum((a >> e)**2); v; R, sh = rsqrt_q(v)                pass 2
   NORM     dst = round(round((a >> e) * R >> (RSQRT_FRAC - VEC_FRAC + sh/2)) * gamma[aux + i] >> 16)
@@ -14,10 +14,13 @@ auxiliary value (aux) and an element count (count, for masked softmax). Ops:
   SM_MAX   m = max over the first `count` elements of s = round(a * scale_q >> 16)   softmax, pass 1
   SM_EXP   dst = exp_neg(s - m) (0 past count); z = sum; Rz, shz = recip_q(z)      pass 2
   SM_NORM  dst = round(a * Rz >> (RECIP_FRAC + shz - PROB_FRAC))                    pass 3
-  AVEC     act[dst + i] = quantize_act(a[i] << (ve[aux + i] + VEC_FRAC), frac=2*VEC_FRAC)
+  AVEC     act[abase + i] = quantize_act(a[i] << (ve[aux + i] + VEC_FRAC), frac=2*VEC_FRAC)
            (the probabilities scaled by V's exponents: the input of the weighted V sum)
   ARGMAX   index of the first maximum over the first `count` elements
-Pipeline: issue, read, three compute stages, write (LATENCY cycles from issue to write).
+With `qout`, NORM and SILU also quantize their result to the activation port (as QUANT of dst would), and
+SM_NORM its probabilities scaled by V's exponents (as AVEC of dst would): one op instead of two.
+Pipeline: issue, read, three compute stages, write (LATENCY cycles from issue to write); the activation
+port's quantizer is a two-stage tail after the write stage (ACT_LATENCY).
 """
 
 from migen import *
@@ -30,9 +33,12 @@ from .arith import abs_, bit_length, clamp, max_, rshift_round, saturate, tree
 OPS = {"add": 1, "quant": 2, "rms_max": 3, "rms_ss": 4, "norm": 5, "silu": 6, "rope": 7, "sm_max": 8,
        "sm_exp": 9, "sm_norm": 10, "avec": 11, "argmax": 12}
 LATENCY = 5
+ACT_LATENCY = LATENCY + 2
 # cycles after the last issue until the op may finish: the last write lands LATENCY - 1 cycles after its
-# issue and the reductions one cycle before that, so finishing DRAIN + 1 cycles later lets the next op read
+# issue and the reductions one cycle before that, so finishing DRAIN + 1 cycles later lets the next op read;
+# ops using the quantizer tail (act writes, ADD's max) finish TAIL_DRAIN cycles later
 DRAIN = LATENCY - 2
+TAIL_DRAIN = ACT_LATENCY - LATENCY
 GAMMA_BITS = 32
 TRIG_BITS = F.ROPE_FRAC + 2
 EXP_BITS = 8        # VE memory: V's group exponents, 32 positions per word
@@ -84,6 +90,8 @@ class VectorUnit(Module):
         # command interface ---------------------------------------------------------------------------
         self.op = Signal(4)
         self.a, self.b, self.dst, self.aux, self.n, self.count = (Signal(16) for _ in range(6))
+        self.abase = Signal(8)          # first activation word written (QUANT, AVEC, qout)
+        self.qout = Signal()
         self.start = Signal()
         self.busy = Signal()
         self.done = Signal()
@@ -122,6 +130,7 @@ class VectorUnit(Module):
         i = Signal(16)
         issuing = Signal()
         op = Signal(4)
+        qout, abase = Signal(), Signal(8)
         wpr = head_dim // GROUP          # words per head for ROPE
         # ROPE on heads of two words writes two words per head: it issues every other cycle
         phase = Signal()
@@ -130,6 +139,7 @@ class VectorUnit(Module):
         self.sync += [
             If(self.start & ~self.busy,
                 issuing.eq(self.n != 0), i.eq(0), op.eq(self.op), self.busy.eq(1), phase.eq(0),
+                qout.eq(self.qout), abase.eq(self.abase),
             ).Elif(issuing,
                 phase.eq(slow & ~phase),
                 If(~slow | phase,
@@ -143,9 +153,9 @@ class VectorUnit(Module):
             rb.adr.eq(Mux(op == OPS["rope"], self.a + i * wpr + (wpr - 1), self.b + i)),
             gp.adr.eq(self.aux + i), vep.adr.eq(self.aux + i),
         ]
-        valid = [issuing & ~phase] + [Signal() for _ in range(LATENCY)]
-        idx = [i] + [Signal(16) for _ in range(LATENCY)]
-        for k in range(LATENCY):
+        valid = [issuing & ~phase] + [Signal() for _ in range(ACT_LATENCY)]
+        idx = [i] + [Signal(16) for _ in range(ACT_LATENCY)]
+        for k in range(ACT_LATENCY):
             self.sync += valid[k + 1].eq(valid[k]), idx[k + 1].eq(idx[k])
 
         # operands (stage 1 reads them) ------------------------------------------------------------------
@@ -182,14 +192,12 @@ class VectorUnit(Module):
         scaled = [Signal((W + 1, True)) for _ in range(GROUP)]
         xscale = [Signal((W + 18, True)) for _ in range(GROUP)]
         tt = [Signal(W + 20) for _ in range(GROUP)]          # exp_neg's t (non-negative)
-        avec = [Signal((W + 16, True)) for _ in range(GROUP)]
-        word_vals = [Signal(W + 16) for _ in range(GROUP)]    # |value| feeding the word's max
+        vsh = [[Signal(6) for _ in range(GROUP)] for _ in range(3)]   # V's exponent + VEC_FRAC, stages 1-3
         for e in range(GROUP):
             gc = Signal((W, True))
             uc = Signal((W, True))
             tidx = Signal((W, True))
             negd = Signal((W + 2, True))
-            vsh_e = Signal(6)                                  # V's exponent + VEC_FRAC >= 0
             self.comb += [
                 xs[e].eq(x[e] >> self.e),
                 gc.eq(clamp(x[e], -F.SILU_IN_MAX, F.SILU_IN_MAX)),
@@ -201,13 +209,10 @@ class VectorUnit(Module):
                 negd.eq(self.smax - scaled[e]),
                 tt[e].eq((Mux(negd > F.EXP_IN_MAX, F.EXP_IN_MAX, negd) * F.LOG2E_Q) >> 16),
                 exp2.adr[e].eq(tt[e][elow:VEC_FRAC]),
-                vsh_e.eq(ve[e] + VEC_FRAC),
-                avec[e].eq(x[e] << vsh_e),
-                word_vals[e].eq(Mux(op == OPS["avec"], abs_(avec[e]), abs_(x[e]))),
             ]
             self.sync += [
-                r1x[e].eq(Mux(op == OPS["silu"], gc, Mux(op == OPS["avec"], avec[e],
-                                                         Mux(op == OPS["sm_exp"], tt[e], x[e])))),
+                r1x[e].eq(Mux(op == OPS["silu"], gc, Mux(op == OPS["sm_exp"], tt[e], x[e]))),
+                vsh[0][e].eq(ve[e] + VEC_FRAC), vsh[1][e].eq(vsh[0][e]), vsh[2][e].eq(vsh[1][e]),
                 r1y[e].eq(Mux(op == OPS["silu"], uc, y[e])),
                 r1g[e].eq(g[e]),
                 r1m[e].eq(inmask[e]),
@@ -218,10 +223,12 @@ class VectorUnit(Module):
                     OPS["sm_max"]: r1[e].eq(scaled[e]),
                     OPS["sm_norm"]: r1[e].eq(x[e] * self.Rz),
                     OPS["argmax"]: r1[e].eq(x[e]),
+                    OPS["quant"]: r1[e].eq(x[e]),
+                    OPS["avec"]: r1[e].eq(x[e]),
                     "default": r1[e].eq(0),
                 }),
             ]
-        self.sync += r1max.eq(tree(max_, word_vals))
+        self.sync += r1max.eq(tree(max_, [abs_(v) for v in x]))
 
         # ROPE: rotated pairs (j, j + head_dim/2) of one head, both halves computed at stage 1 ------------
         self.specials.cos = cmem = Memory(half * TRIG_BITS, context)
@@ -262,11 +269,6 @@ class VectorUnit(Module):
         self.comb += smn_shift.eq(F.RECIP_FRAC + self.shz - F.PROB_FRAC)
         shalf = Signal(W + 8)
         self.comb += shalf.eq((1 << smn_shift) >> 1)
-        # one quantizer for both: AVEC's input has 2 * VEC_FRAC fractional bits, QUANT's VEC_FRAC
-        q_stmts, q_word = _quant_word(cfg, r1x, r1max, Mux(op == OPS["avec"], 2 * VEC_FRAC, VEC_FRAC), W + 16)
-        self.comb += q_stmts
-        r2act = Signal(len(self.act_dat))
-        self.sync += r2act.eq(q_word)
         r2rope = [Signal((W, True)) for _ in range(GROUP)]
         for e in range(GROUP):
             frac = Signal(sshift)
@@ -297,6 +299,8 @@ class VectorUnit(Module):
                     OPS["sm_exp"]: r2[e].eq(Mux(r1m[e] & (en < 32), ev >> en[:6], 0)),
                     OPS["sm_norm"]: r2[e].eq((r1[e] + shalf) >> smn_shift),
                     OPS["sm_max"]: r2[e].eq(r1[e]),
+                    OPS["quant"]: r2[e].eq(r1[e]),
+                    OPS["avec"]: r2[e].eq(r1[e]),
                     "default": r2[e].eq(0),
                 }),
             ]
@@ -313,8 +317,26 @@ class VectorUnit(Module):
             })
             if head_dim > GROUP:
                 self.sync += r3hi[e].eq(r2hi[e])
-        r3act = Signal(len(self.act_dat))
-        self.sync += r3act.eq(r2act)
+
+        # tail: the one quantizer to the activation port (its input is the stage-3 result: the value QUANT
+        # reads, or what NORM/SILU write; probabilities shifted by V's exponents for AVEC and SM_NORM), and
+        # the max |result| of ADD -----------------------------------------------------------------------------
+        avmode = Signal()
+        self.comb += avmode.eq((op == OPS["avec"]) | (op == OPS["sm_norm"]))
+        tq = [Signal((W + 16, True)) for _ in range(GROUP)]
+        t1q = [Signal((W + 16, True)) for _ in range(GROUP)]
+        t1max = Signal(W + 16)
+        self.comb += [tq[e].eq(Mux(avmode, r3[e] << vsh[2][e], r3[e])) for e in range(GROUP)]
+        self.sync += [t1q[e].eq(tq[e]) for e in range(GROUP)]
+        self.sync += t1max.eq(tree(max_, [abs_(v) for v in tq]))
+        # QUANT's input has VEC_FRAC fractional bits, the shifted probabilities 2 * VEC_FRAC
+        q_stmts, q_word = _quant_word(cfg, t1q, t1max, Mux(avmode, 2 * VEC_FRAC, VEC_FRAC), W + 16)
+        self.comb += q_stmts
+        r6act = Signal(len(self.act_dat))
+        self.sync += r6act.eq(q_word)
+        acts = Signal()
+        self.comb += acts.eq((op == OPS["quant"]) | (op == OPS["avec"]) |
+                             (qout & ((op == OPS["norm"]) | (op == OPS["silu"]) | (op == OPS["sm_norm"]))))
 
         # write back ------------------------------------------------------------------------------------------
         wv = valid[4]
@@ -331,8 +353,8 @@ class VectorUnit(Module):
                 wp.adr.eq(Mux(op == OPS["rope"], self.a + widx * wpr, self.dst + widx)),
                 wp.dat_w.eq(Cat(*[v[:W] for v in r3])), wp.we.eq(wv & writes),
             ),
-            self.act_adr.eq(self.dst + widx), self.act_dat.eq(r3act),
-            self.act_we.eq(wv & ((op == OPS["quant"]) | (op == OPS["avec"]))),
+            self.act_adr.eq(abase + idx[ACT_LATENCY - 1]), self.act_dat.eq(r6act),
+            self.act_we.eq(valid[ACT_LATENCY - 1] & acts),
         ]
         if head_dim > GROUP:
             # the second word of a rotated 64-wide head is written in the cycle after the first (the issue
@@ -379,7 +401,9 @@ class VectorUnit(Module):
                 If((op == OPS["sm_max"]) | (op == OPS["argmax"]),
                     first.eq(0),
                     If(first | (r2best > best), best.eq(r2best), best_i.eq(r2best_i))),
-            )
+            ),
+            # ADD's outputs leave the tail's max two stages later
+            If(valid[LATENCY] & (op == OPS["add"]) & ~(self.start & ~self.busy), amax.eq(max_(amax, t1max))),
         ]
         self.comb += self.smax.eq(best), self.argmax.eq(best_i)
 
@@ -407,8 +431,8 @@ class VectorUnit(Module):
             If(self.busy, self.cnt_busy.eq(self.cnt_busy + 1)),
             If(self.start & ~self.busy, drain.eq(0), fin.eq(0)),
             If(self.busy & ~issuing & ~(self.start & ~self.busy),
-                If(drain < DRAIN, drain.eq(drain + 1)).Else(
-                    If(op == OPS["rms_max"],
+                If(drain < Mux(acts | (op == OPS["add"]), DRAIN + TAIL_DRAIN, DRAIN), drain.eq(drain + 1)).Else(
+                    If((op == OPS["rms_max"]) | (op == OPS["add"]),
                         self.e.eq(Mux(bl > F.NORM_IN_BITS, bl - F.NORM_IN_BITS, 0)),
                         self.busy.eq(0), self.done.eq(1),
                     ).Elif((op == OPS["rms_ss"]) | (op == OPS["sm_exp"]),

@@ -1,6 +1,7 @@
 """The vector unit against the golden model, bit for bit, in Verilator (one cached build for all tests):
 residual add, RMSNorm (three passes), SiLU-times-up, quantization, masked softmax, the attention V input,
-RoPE and argmax."""
+RoPE and argmax; and the fused forms (NORM, SILU and SM_NORM quantizing their result, ADD computing the next
+RMSNorm's pre-shift), which must equal their two-op sequences."""
 
 import numpy as np
 import pytest
@@ -17,6 +18,14 @@ pytestmark = [pytest.mark.verilator,
 @pytest.fixture
 def bench():
     return VectorBench()
+
+
+def assert_act_words(bench, base, x, frac=20):
+    qa, ea = quantize_act(x, frac=frac)
+    for g in range(len(x) // 32):
+        mant, gsum, e = act_word_fields(bench.act[base + g])
+        part = qa[g * 32:(g + 1) * 32]
+        assert mant == part.tolist() and gsum == part.sum() and e == ea[g], f"group {g}"
 
 
 def test_add_saturates(bench):
@@ -66,7 +75,7 @@ def test_quant_to_activation_words(bench):
     x[32:64] = to_vector(rng.normal(size=32) * 1e-4)       # a group too small to shift
     x[64] = (1 << 47) - 1                                  # the largest vector value
     bench.load(0, x)
-    bench.cmd("quant", a=0, dst=5, n=3)
+    bench.cmd("quant", a=0, abase=5, n=3)
     bench.run()
     qa, ea = quantize_act(x)
     for g in range(3):
@@ -98,7 +107,7 @@ def test_avec_scales_probabilities_by_v_exponents(bench):
     ve = rng.integers(-20, 5, 64)
     bench.load(0, p)
     bench.load_ve(3, ve)
-    bench.cmd("avec", a=0, dst=2, n=2, aux=3)
+    bench.cmd("avec", a=0, abase=2, n=2, aux=3)
     bench.run()
     qa, ea = quantize_act(np.left_shift(p, ve + 20), frac=40)
     for g in range(2):
@@ -137,3 +146,51 @@ def test_rope_heads_of_64():
     y = bench.read(0, 6)
     bench.run()
     assert np.array_equal(y.value, F.rope(x[None, :], np.array([45]), bench.cos, bench.sin, 64)[0])
+
+
+@pytest.mark.parametrize("scale", [1e-3, 22552.0])
+def test_add_leaves_the_next_norms_pre_shift(bench, scale):
+    """ADD computes e from its (saturated) result exactly as RMS_MAX would from the stored vector."""
+    rng = np.random.default_rng(11)
+    a, b = to_vector(rng.normal(size=64) * scale), to_vector(rng.normal(size=64) * scale)
+    bench.load(0, a)
+    bench.load(2, b)
+    bench.cmd("add", a=0, b=2, dst=4, n=2)
+    bench.peek("e")
+    bench.cmd("rms_max", a=4, n=2)
+    bench.peek("e")
+    bench.run()
+    x = saturate(a + b)
+    want = max(0, int(np.abs(x).max()).bit_length() - F.NORM_IN_BITS)
+    es = [v for k, v in bench.res.peek_log if k == "e"]
+    assert es == [want, want]
+
+
+def test_fused_norm_silu_and_probabilities_quantize_like_their_pairs(bench):
+    rng = np.random.default_rng(12)
+    gamma = rng.uniform(0.5, 3.0, 64)
+    x = to_vector(rng.normal(size=64) * 7)
+    g, u = to_vector(rng.normal(size=64) * 4), to_vector(rng.normal(size=64) * 4)
+    e_raw = rng.integers(0, 1 << 20, 64)
+    ve = rng.integers(-20, 5, 64)
+    bench.load(0, x)
+    bench.load(2, g)
+    bench.load(4, u)
+    bench.load(6, e_raw)
+    bench.load_gamma(0, F.gamma_q(gamma))
+    bench.load_ve(3, ve)
+    bench.cmd("rms_max", a=0, n=2)
+    bench.cmd("rms_ss", a=0, n=2)
+    bench.cmd("norm", a=0, dst=8, n=2, aux=0, qout=1, abase=0)
+    bench.cmd("silu", a=2, b=4, dst=10, n=2, qout=1, abase=2)
+    bench.cmd("sm_max", a=6, n=2, count=64)        # sets nothing SM_NORM uses; SM_EXP sets Rz
+    bench.cmd("sm_exp", a=6, dst=12, n=2, count=50)
+    bench.cmd("sm_norm", a=12, dst=14, n=2, aux=3, qout=1, abase=4)
+    hn, mm, p = bench.read(8, 2), bench.read(10, 2), bench.read(14, 2)
+    bench.run()
+    assert np.array_equal(hn.value, F.rmsnorm(x[None, :], F.gamma_q(gamma), F.eps_q(1e-5))[0])
+    assert np.array_equal(mm.value, F.silu_mul(g, u))
+    assert_act_words(bench, 0, hn.value)
+    assert_act_words(bench, 2, mm.value)
+    assert p.value[:50].any() and not p.value[50:].any()
+    assert_act_words(bench, 4, np.left_shift(p.value, ve + 20), frac=40)

@@ -22,7 +22,7 @@ class VectorBench:
                          context=context, ve_words=8)
         dut.set_rope(self.cos, self.sin)
         ios = {"op": dut.op, "a": dut.a, "b": dut.b, "dst": dut.dst, "aux": dut.aux, "n": dut.n,
-               "count": dut.count, "start": dut.start, "busy": dut.busy, "done": dut.done,
+               "count": dut.count, "abase": dut.abase, "qout": dut.qout, "e": dut.e, "start": dut.start, "busy": dut.busy, "done": dut.done,
                "act_adr": dut.act_adr, "act_dat": dut.act_dat, "act_we": dut.act_we, "argmax": dut.argmax,
                "vm_w_adr": dut.vm_w.adr, "vm_w_dat": dut.vm_w.dat_w, "vm_w_we": dut.vm_w.we,
                "vm_r_adr": dut.vm_r.adr, "vm_r_dat": dut.vm_r.dat_r,
@@ -51,8 +51,9 @@ class VectorBench:
     def load_gamma(self, addr, gq):
         self._write("g_w", addr, [pack(gq[i:i + GROUP], GAMMA_BITS) for i in range(0, len(gq), GROUP)], 1)
 
-    def cmd(self, op, a=0, b=0, dst=0, n=1, aux=0, count=0):
-        for k, v in (("op", OPS[op]), ("a", a), ("b", b), ("dst", dst), ("n", n), ("aux", aux), ("count", count)):
+    def cmd(self, op, a=0, b=0, dst=0, n=1, aux=0, count=0, abase=0, qout=0):
+        for k, v in (("op", OPS[op]), ("a", a), ("b", b), ("dst", dst), ("n", n), ("aux", aux), ("count", count),
+                     ("abase", abase), ("qout", qout)):
             self.lines.append(f"poke {k} {v}")
         self.lines += ["poke start 1", "step 1", "poke start 0", "wait done 100000", "step 1"]
 
@@ -78,6 +79,7 @@ class VectorBench:
             self.act[adr] = dat
         self.peeks = res.peeks
         self.cycles = res.cycles
+        self.res = res
         return res
 
 
