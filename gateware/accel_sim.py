@@ -2,15 +2,10 @@
 
 import numpy as np
 
-from roma.host.export import bank_layout, matrix_list
-from roma.host.golden import functions as F
 from roma.host.golden.numerics import GROUP, VEC_BITS
-from roma.host.golden.weights import to_device
 
-from .accelerator import Accelerator
+from .accel_build import build_accelerator
 from .program import Geometry, LoraPlan, layer_program, packed, token_program
-from .rom_image import bank_images
-from .vector_unit import GAMMA_BITS
 from .verilator import VerilatorSim
 from .words import pack, unpack
 
@@ -20,25 +15,11 @@ class AcceleratorSim:
         """lora: a golden DeviceLora; its A and B are loaded into the H-unit's banks by each run."""
         c = model.config
         self.cfg = cfg
-        self.geo = geo = Geometry.of(c, cfg.lanes, context)
+        geo = Geometry.of(c, cfg.lanes, context)
         self.lora = LoraPlan(geo, lora, c) if lora is not None else None
-        groups, rows = ((self.lora.groups_per_bank, self.lora.rows_per_bank) if self.lora else
-                        (geo.kv_groups_per_bank(), geo.kv_rows_per_bank()))
-        layout = bank_layout([(n, to_device(q)) for n, q in matrix_list(model)], cfg.lanes)
-        self.table = layout[3]
-        gq = [F.gamma_q(n) for L in model.layers for n in (L.attn_norm, L.ffn_norm)] + [F.gamma_q(model.final_norm)]
-        gwords = [pack(g[i:i + GROUP], GAMMA_BITS) for g in gq for i in range(0, len(g), GROUP)]
-        cos, sin = F.rope_tables(c.head_dim, geo.context, c.rope_theta)
-        vm = geo.vm_layout()
-        head = [("embed", to_device(model.embed))] + ([("lm_head", to_device(model.lm_head))] if model.lm_head else [])
-        head_layout = bank_layout(head[-1:], cfg.lanes)
-        hq = head[-1][1]
-        dut = Accelerator(cfg, bank_images(layout, cfg), max(c.dim, c.hidden, c.n_heads * c.head_dim), gwords,
-                          cos, sin, dim=c.dim, head_dim=c.head_dim, context=geo.context, eps_q=F.eps_q(c.norm_eps),
-                          kv_groups_per_bank=groups, kv_rows_per_bank=rows,
-                          ve_words=geo.ve_words(), vm_words=vm["words"] + 2, max_cmds=512,
-                          head_images=bank_images(head_layout, cfg, hq.bits), head_bits=hq.bits,
-                          head_signed=hq.signed)
+        size = (self.lora.groups_per_bank, self.lora.rows_per_bank) if self.lora else None
+        b = build_accelerator(model, cfg, context, lora_size=size)
+        self.geo, self.table, vm, dut = b.geo, b.table, b.vm, b.dut
         ios = {"start": dut.start, "busy": dut.busy, "done": dut.done, "ncmds": dut.ncmds, "pos": dut.pos,
                "cmd_adr": dut.cmd_w.adr, "cmd_dat": dut.cmd_w.dat_w, "cmd_we": dut.cmd_w.we,
                "vm_adr": dut.vm_adr, "vm_dat_w": dut.vm_dat_w, "vm_we": dut.vm_we, "vm_dat_r": dut.vm_dat_r,
@@ -85,7 +66,7 @@ class AcceleratorSim:
 
     def _token_lines(self, pos, x):
         D = self.geo.dim // GROUP
-        lines = [f"poke pos {pos}", "poke vm_we 1"]
+        lines = [f"poke pos {pos}", "poke vm_we 0xffffffff"]
         for i in range(D):
             lines += [f"poke vm_adr {self.vm['X'] + i}",
                       f"poke vm_dat_w 0x{pack(x[i * GROUP:(i + 1) * GROUP], VEC_BITS):x}", "step 1"]
@@ -122,7 +103,7 @@ class AcceleratorSim:
             lines += self._load_program_lines(layer_program(self.geo, self.table, layer, self.lora))
             lines.append(f"poke pos {pos}")
             if x is not None:
-                lines.append("poke vm_we 1")
+                lines.append("poke vm_we 0xffffffff")
                 for i in range(D):
                     lines += [f"poke vm_adr {self.vm['X'] + i}",
                               f"poke vm_dat_w 0x{pack(x[i * GROUP:(i + 1) * GROUP], VEC_BITS):x}", "step 1"]

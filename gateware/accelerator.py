@@ -192,7 +192,7 @@ class Accelerator(Module):
         # external VM access (loads, reads) when idle
         self.vm_adr = Signal(16)
         self.vm_dat_w = Signal(GROUP * VEC_BITS)
-        self.vm_we = Signal()
+        self.vm_we = Signal(GROUP)      # one enable per element
         self.vm_dat_r = Signal(GROUP * VEC_BITS)
         self.comb += V.vm_r.adr.eq(self.vm_adr), self.vm_dat_r.eq(V.vm_r.dat_r)
         # counters
@@ -203,6 +203,18 @@ class Accelerator(Module):
         self.cnt_h_busy = H.cnt_busy
         self.cnt_v_busy = V.cnt_busy
         self.token = V.argmax                # the last ARGMAX: the greedy next token
+        # the embedding rows, read by the CPU from the LM head's ROM (tied) while the accelerator is idle
+        if D is not None:
+            self.emb_bank = Signal(max=max(cfg.lanes, 2))
+            self.emb_widx, self.emb_beat, self.emb_row = D.peek_widx, D.peek_beat, D.peek_row
+            self.emb_codes = Signal(len(D.peek_codes[0]))
+            self.emb_scale = Signal(2 * cfg.scale_bits)
+            self.emb_rowexp = Signal(cfg.exp_bits)
+            self.comb += [
+                self.emb_codes.eq(Array(D.peek_codes)[self.emb_bank]),
+                self.emb_scale.eq(Array(D.peek_scales)[self.emb_bank]),
+                self.emb_rowexp.eq(Array(D.peek_rowexp)[self.emb_bank]),
+            ]
 
         # # #
 
@@ -303,5 +315,5 @@ class Accelerator(Module):
                             vw.we.eq(Mux(src_valid, ((1 << lanes) - 1) << (k * lanes), 0))]
                         for k in range(per_word)}),
         ).Else(
-            vw.adr.eq(self.vm_adr), vw.dat_w.eq(self.vm_dat_w), vw.we.eq(Mux(self.vm_we, (1 << GROUP) - 1, 0)),
+            vw.adr.eq(self.vm_adr), vw.dat_w.eq(self.vm_dat_w), vw.we.eq(self.vm_we),
         )

@@ -61,6 +61,12 @@ class LaneArray(Module):
         # performance counters (cycles) -----------------------------------------------------------------
         self.cnt_busy = Signal(32)
         self.cnt_mac = Signal(32)       # cycles in which the lanes multiplied
+        # a read port for the CPU while idle (the embedding rows live in the LM head's ROM): every bank reads
+        # group peek_widx, beat peek_beat and row exponent peek_row; per lane the raw words come back
+        self.peek_widx = Signal(24)
+        self.peek_beat = Signal(8)
+        self.peek_row = Signal(16)
+        self.peek_codes, self.peek_scales, self.peek_rowexp = [], [], []
 
         # # #
 
@@ -125,25 +131,31 @@ class LaneArray(Module):
                     self.comb += row_c[k].eq(row_c[k // 2] << 1 if k % 2 == 0 else row_c[k - 1] + a)
                 candidates.append(row_c)
 
+        # (a 1-bit signal: Migen's simulator would take ~busy of a bare expression as -2, i.e. true)
+        idle = Signal()
+        self.comb += idle.eq(~self.busy & ~self.start)
         for b, (wmem, smem, emem, gmem) in enumerate(lane_mems):
             rp, ep = wmem.get_port(), emem.get_port()
             self.specials += rp, ep
             lane = MACLane(cfg, candidates, wbits=wbits, wsigned=wsigned)
             setattr(self.submodules, f"lane{b}", lane)
             self.comb += [
-                rp.adr.eq(widx * beats + beat),
-                ep.adr.eq(self.row_base + row),
+                rp.adr.eq(Mux(idle, self.peek_widx * beats + self.peek_beat, widx * beats + beat)),
+                ep.adr.eq(Mux(idle, self.peek_row, self.row_base + row)),
                 lane.codes.eq(rp.dat_r), *[l.eq(a) for l, a in zip(lane.acts, acts)],
                 lane.valid.eq(v_d), lane.first_beat.eq(fb_d), lane.last_beat.eq(lb_d),
                 lane.first_group.eq(fg_d), lane.last_group.eq(lg_d),
                 lane.gsum.eq(gsum), lane.ea.eq(ea), lane.er.eq(ep.dat_r),
                 self.out[b].eq(lane.out),
             ]
+            self.peek_codes.append(rp.dat_r)
+            self.peek_rowexp.append(ep.dat_r)
             if smem is not None:
                 sp = smem.get_port()
                 self.specials += sp
-                self.comb += [sp.adr.eq(widx), lane.dq.eq(sp.dat_r[:cfg.scale_bits]),
+                self.comb += [sp.adr.eq(Mux(idle, self.peek_widx, widx)), lane.dq.eq(sp.dat_r[:cfg.scale_bits]),
                               lane.mq.eq(sp.dat_r[cfg.scale_bits:])]
+                self.peek_scales.append(sp.dat_r)
             else:
                 self.comb += [lane.dq.eq(1), lane.mq.eq(0)]
             if gmem is not None:
@@ -179,9 +191,9 @@ class GEMVUnit(LaneArray):
         lane_mems = []
         for img in images:
             # (Migen memories need a depth of at least 2)
-            rom = Memory(cfg.macs_per_lane * bits, max(len(img.codes), 2), init=img.codes or [0])
-            srom = Memory(2 * cfg.scale_bits, max(len(img.scales), 2), init=img.scales or [0])
-            erom = Memory(cfg.exp_bits, max(len(img.rowexp), 2), init=img.rowexp or [0])
+            rom = Memory(cfg.macs_per_lane * bits, max(len(img.codes), 2), init=img.codes or [0], name="brom_codes")
+            srom = Memory(2 * cfg.scale_bits, max(len(img.scales), 2), init=img.scales or [0], name="brom_scales")
+            erom = Memory(cfg.exp_bits, max(len(img.rowexp), 2), init=img.rowexp or [0], name="brom_rowexp")
             self.specials += rom, srom, erom
             lane_mems.append((rom, srom, erom, None))
         custom = bits != cfg.code_bits or signed

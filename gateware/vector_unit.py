@@ -382,11 +382,14 @@ class VectorUnit(Module):
             sv = Signal((W + 1, True))                 # a signed view of the stage-1 value
             self.comb += sv.eq(Mux(r1m[e], r1[e], -(1 << W)))
             cands.append((sv, e))
-        self.comb += wbest.eq(cands[0][0]), wbest_i.eq(idx[2] * GROUP)
-        chain = []
+        # a chain of distinct signals (a comb signal assigned and then read again in one block is not a chain
+        # under the SoC's Verilog, whose comb blocks use non-blocking assignments)
+        bv, bi = cands[0][0], Constant(0, 5)
         for v, e in cands[1:]:
-            chain.append(If(v > wbest, wbest.eq(v), wbest_i.eq(idx[2] * GROUP + e)))
-        self.comb += chain
+            nv, ni = Signal((W + 1, True)), Signal(5)
+            self.comb += nv.eq(Mux(v > bv, v, bv)), ni.eq(Mux(v > bv, e, bi))
+            bv, bi = nv, ni
+        self.comb += wbest.eq(bv), wbest_i.eq(idx[2] * GROUP + bi)
         r2best, r2best_i = Signal((W + 1, True)), Signal(16)
         self.sync += r2best.eq(wbest), r2best_i.eq(wbest_i)
         word_z = Signal(W + 16)

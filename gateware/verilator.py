@@ -27,9 +27,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from migen import Memory, Module, Signal
+from migen import ClockDomain, Memory, Module, Signal
 from migen.fhdl.structure import _Fragment
-from migen.fhdl.verilog import convert
+from litex.gen.fhdl.verilog import convert     # the converter LiteX builds the SoC with
 
 from roma.host.cache import cache_dir
 
@@ -117,7 +117,7 @@ def _flatten(ios):
     return out
 
 
-_PORT_RE = re.compile(r"^\s*(input|output|inout)\s+(?:reg\s+)?(signed\s+)?(?:\[(\d+):(\d+)\]\s+)?(\w+)\s*,?\s*$")
+_PORT_RE = re.compile(r"^\s*(input|output|inout)\s+(?:(?:reg|wire)\s+)?(signed\s+)?(?:\[(\d+):(\d+)\]\s+)?(\w+)\s*,?\s*$")
 
 
 def _parse_ports(verilog, name):
@@ -195,6 +195,11 @@ class VerilatorSim:
         if not isinstance(frag, _Fragment):
             raise TypeError("module must be a migen Module or _Fragment")
         io_set = set(sigs)
+        # LiteX's converter (unlike Migen's) wants every clock domain declared: add the ones used but not made
+        from migen.fhdl.tools import list_clock_domains
+        have = {cd.name for cd in frag.clock_domains}
+        for name_ in sorted(list_clock_domains(frag) - have):
+            frag.clock_domains.append(ClockDomain(name_))
         for cd in frag.clock_domains:           # domains the module defines itself: expose clk and rst too
             io_set.add(cd.clk)
             if cd.rst is not None:
@@ -203,7 +208,8 @@ class VerilatorSim:
         try:
             for mem, init in fixes:
                 mem.init = [v & ((1 << mem.width) - 1) for v in init]
-            conv = convert(frag, ios=io_set, name=name)
+            # as the SoC build converts (SimPlatform: regular_comb=False), so tests see what the SoC runs
+            conv = convert(frag, ios=io_set, name=name, regular_comb=False)
         finally:
             for mem, init in fixes:
                 mem.init = init

@@ -48,7 +48,7 @@ def cmd_info(args):
 
 # generate -------------------------------------------------------------------------------------------------
 def cmd_generate(args):
-    from .generate import GoldenTarget, prompt_tokens, stream_text
+    from .generate import prompt_tokens, stream_text
     from .golden.sampler import SamplingParams
     params = SamplingParams(args.temperature, args.top_k, args.top_p, args.seed)
     if args.max_new_tokens < 1:
@@ -58,18 +58,50 @@ def cmd_generate(args):
     context = args.context or model.config.context
     if len(tokens) >= context:
         raise RomaError(f"prompt of {len(tokens)} tokens does not fit the context of {context} tokens")
-    if args.target != "golden":
-        raise RomaError(f"--target {args.target}: only 'golden' exists so far (the simulator comes with the SoC)")
-    target = GoldenTarget(golden_for(model, lora, min(context, len(tokens) + args.max_new_tokens)))
     stop = set(model.config.eos_ids) | set(args.stop or [])
-    stats = stream_text(model.tokenizer, target.generate(tokens, args.max_new_tokens, params, stop),
-                        lambda s: (sys.stdout.write(s), sys.stdout.flush()))
+    target = _target(args, model, lora, min(context, len(tokens) + args.max_new_tokens))
+    try:
+        stats = stream_text(model.tokenizer, target.generate(tokens, args.max_new_tokens, params, stop),
+                            lambda s: (sys.stdout.write(s), sys.stdout.flush()))
+    finally:
+        if hasattr(target, "close"):
+            target.close()
     sys.stdout.write("\n")
     n = stats["tokens"]
     if not args.quiet:
         rate = (n - 1) / max(stats["elapsed"] - stats["first"], 1e-9) if n > 1 else 0.0
         print(f"[{target.name}] {len(tokens)} prompt tokens, {n} new tokens, first after {stats['first']:.2f} s, "
               f"{rate:.2f} tok/s after", file=sys.stderr)
+        done = getattr(target, "done", None)
+        if done is not None and done.n_new:
+            print(f"[{target.name}] accelerator cycles: prefill {done.prefill_cycles:,}, decode "
+                  f"{done.decode_cycles:,} ({done.decode_cycles // max(done.n_new - 1, 1):,} per token)",
+                  file=sys.stderr)
+
+
+SIM_CONTEXT = 512      # KV cache positions a simulator build gets unless --context says otherwise
+
+
+def _accel_config(args, model):
+    from roma.soc.config import AccelConfig, default_config
+    cfg = default_config(model.config)
+    return AccelConfig(lanes=args.lanes or cfg.lanes, macs_per_lane=args.macs or cfg.macs_per_lane,
+                       code_bits=getattr(args, "bits", 4))
+
+
+def _target(args, model, lora, context):
+    from .generate import GoldenTarget
+    if args.target == "golden":
+        return GoldenTarget(golden_for(model, lora, context))
+    if lora is not None:
+        raise RomaError("--adapter on the simulator or a device: adapter loading over the link is not there yet; "
+                        "use --target golden")
+    if args.target == "sim":
+        from .targets import SimTarget
+        ctx = args.context or min(model.config.context, SIM_CONTEXT)
+        return SimTarget(model, _accel_config(args, model), context=ctx, progress=not args.quiet)
+    from .targets import DeviceTarget
+    return DeviceTarget(args.target, model)
 
 
 # eval -----------------------------------------------------------------------------------------------------
@@ -109,6 +141,30 @@ def cmd_export(args):
           f"{manifest['geometry']['rom_bits']} ROM bits, {len(manifest['files'])} files")
 
 
+# sim ------------------------------------------------------------------------------------------------------
+def cmd_sim(args):
+    """Build (or find cached) the simulated SoC for a model and serve it until interrupted."""
+    import time
+
+    from roma.boards.sim import SimRunner, build_sim
+    model, _ = _load(args, with_tokenizer=False)
+    cfg = _accel_config(args, model)
+    context = args.context or min(model.config.context, SIM_CONTEXT)
+    t0 = time.monotonic()
+    build = build_sim(model, cfg, context=context)
+    print(f"built in {time.monotonic() - t0:.0f} s: {build.gateware}")
+    if args.build_only:
+        return
+    with SimRunner(build, port=args.port) as sim:
+        print(f"{model.config.name} on {cfg.lanes} lanes x {cfg.macs_per_lane} MACs, context {context}: "
+              f"serving {sim.url} (Ctrl-C stops it)", flush=True)
+        print(f"  roma generate --model {args.model} --target {sim.url} \"What is the capital of France?\"",
+              flush=True)
+        while sim.proc.poll() is None:
+            time.sleep(0.5)
+        raise RomaError(f"the simulator exited with {sim.proc.returncode}")
+
+
 # make-adapter ---------------------------------------------------------------------------------------------
 def cmd_make_adapter(args):
     from .make_adapter import make_adapter
@@ -119,6 +175,8 @@ def cmd_make_adapter(args):
 
 # bench ----------------------------------------------------------------------------------------------------
 def cmd_bench(args):
+    if args.target == "sim":
+        return _bench_sim(args)
     from .bench import bench_golden
     model, lora = _load(args)
     r = bench_golden(model, lora, tokens=args.tokens, with_float=not args.no_float)
@@ -126,6 +184,25 @@ def cmd_bench(args):
     if args.json:
         with open(args.json, "w") as f:
             json.dump(r, f, indent=2)
+
+
+def _bench_sim(args):
+    from .hw_bench import hw_bench, write_report
+    model, _ = _load(args, with_tokenizer=False)
+    cfg = _accel_config(args, model)
+    context = args.context or min(model.config.context, SIM_CONTEXT)
+    r = hw_bench(model, cfg, context, new_tokens=args.tokens, clock_hz=args.clock_mhz * 1e6)
+    png = args.png or f"bench-{model.config.name}.png"
+    write_report(r, args.json, png)
+    print(f"{r['model']} on {r['lanes']} lanes x {r['macs_per_lane']} MACs ({r['peak_macs_per_cycle']} MACs/cycle)")
+    print(f"  prefill {r['prefill_cycles_per_token']:,.0f} cycles/token; decode "
+          f"{r['decode_cycles_per_token']:,.0f} cycles/token = {r['decode_vs_floor']:.3f}x the MAC-count floor "
+          f"({r['decode_floor_per_token']:,.0f})")
+    print("  busy: " + ", ".join(f"{k} {100 * v:.1f}%" for k, v in r["unit_busy_fraction"].items()) +
+          f"; L-unit multiplying {100 * r['l_mac_fraction']:.1f}% of cycles")
+    print(f"  simulated {r['sim_cycles_per_wall_second']:,.0f} cycles per wall second; at "
+          f"{args.clock_mhz:g} MHz: {r['projected_decode_tok_s']:,.0f} tok/s decode")
+    print(f"  chart: {png}" + (f", JSON: {args.json}" if args.json else ""))
 
 
 def build_parser():
@@ -146,7 +223,11 @@ def build_parser():
                    help="the user message (chat models get their chat template)")
     p.add_argument("--model", default="smollm2-135m", help="model name or path")
     _model_args(p, positional=False)
-    p.add_argument("--target", default="golden", help="where to run: golden (the integer model in Python)")
+    p.add_argument("--target", default="golden",
+                   help="where to run: golden (the integer model in Python), sim (the SoC in Verilator, built "
+                        "and cached on first use), or a device URL (/dev/ttyUSB1, socket://host:port)")
+    p.add_argument("--lanes", type=int, help="sim: MAC lanes (default: 8 for tiny models, 32 for SmolLM2)")
+    p.add_argument("--macs", type=int, help="sim: MACs per lane per cycle (default: 8 tiny, 32 SmolLM2)")
     p.add_argument("--max-new-tokens", type=int, default=64, help="stop after this many generated tokens")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     p.add_argument("--top-k", type=int, default=40, help="sample among the k most likely tokens (1..256)")
@@ -176,6 +257,19 @@ def build_parser():
     p.add_argument("--no-vectors", action="store_true", help="skip the golden test vectors")
     p.set_defaults(func=cmd_export)
 
+    p = sub.add_parser("sim", help="build the SoC for a model in Verilator (cached) and serve it on a TCP port",
+                       description="Builds the ROMA SoC (VexRiscv, UART, the accelerator with the model's weights in "
+                                   "its B-ROM) as a Verilator model, cached by content hash, then runs it with the "
+                                   "UART on a local TCP port until interrupted.")
+    _model_args(p, positional=False)
+    p.add_argument("--model", default="tiny-260k", help="model name or path")
+    p.add_argument("--lanes", type=int, help="MAC lanes (default: 8 for tiny models, 32 for SmolLM2)")
+    p.add_argument("--macs", type=int, help="MACs per lane per cycle (default: 8 tiny, 32 SmolLM2)")
+    p.add_argument("--context", type=int, help=f"KV cache positions (default: the model's, at most {SIM_CONTEXT})")
+    p.add_argument("--port", type=int, help="TCP port for the UART (default: a free one)")
+    p.add_argument("--build-only", action="store_true", help="build (or check the cache) and exit")
+    p.set_defaults(func=cmd_sim)
+
     p = sub.add_parser("make-adapter", help="train a small real PEFT LoRA adapter on the shipped text (torch, peft)")
     _model_args(p)
     p.add_argument("output", help="output folder")
@@ -189,6 +283,14 @@ def build_parser():
     p.add_argument("--tokens", type=int, default=16, help="decode steps to time")
     p.add_argument("--no-float", action="store_true", help="skip the transformers side")
     p.add_argument("--json", help="also write the results to this JSON file")
+    p.add_argument("--target", choices=("golden", "sim"), default="golden",
+                   help="golden: tok/s of the Python model beside transformers; sim: the simulated SoC's cycle "
+                        "counters per token against the MAC-count floor, with a chart")
+    p.add_argument("--lanes", type=int, help="sim: MAC lanes")
+    p.add_argument("--macs", type=int, help="sim: MACs per lane per cycle")
+    p.add_argument("--context", type=int, help=f"sim: KV cache positions (default: at most {SIM_CONTEXT})")
+    p.add_argument("--clock-mhz", type=float, default=50.0, help="sim: clock for the projected tok/s")
+    p.add_argument("--png", help="sim: chart file (default bench-MODEL.png)")
     p.set_defaults(func=cmd_bench)
     return ap
 

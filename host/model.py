@@ -114,6 +114,20 @@ class Model:
     def head(self):
         return self.lm_head if self.lm_head is not None else self.embed
 
+    def content_hash(self):
+        """sha256 over the configuration and every weight array: what a build made from this model depends on."""
+        import hashlib
+        import json
+        h = hashlib.sha256(json.dumps(self.config.to_dict(), sort_keys=True, default=str).encode())
+        mats = [self.embed] + [L.proj[p] for L in self.layers for p in PROJECTIONS] + \
+            ([self.lm_head] if self.lm_head is not None else [])
+        for m in mats:
+            for a in (m.codes, m.d, m.m):
+                h.update(np.ascontiguousarray(a).tobytes())
+        for a in [L.attn_norm for L in self.layers] + [L.ffn_norm for L in self.layers] + [self.final_norm]:
+            h.update(np.ascontiguousarray(a, dtype=np.float32).tobytes())
+        return h.hexdigest()
+
     def validate(self):
         """Shapes, group alignment and finite values: a clear error before anything consumes the model."""
         c = self.config

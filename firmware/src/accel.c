@@ -1,0 +1,119 @@
+#include <generated/csr.h>
+#include <hw/common.h>
+
+#include "accel.h"
+#include "roma_config.h"
+
+#define CSR_STEP 4      /* bytes between 32-bit CSR subregisters */
+
+_Static_assert(ROMA_CMD_WORDS == CSR_ROMA_CMD_DAT_SIZE, "command width: roma_config.h and the SoC disagree");
+
+/* a CSR wider than 64 bits: subregisters hold the most significant word first */
+static void csr_write_words(unsigned long addr, const uint32_t *msw_first, int n)
+{
+	for (int i = 0; i < n; i++)
+		csr_write_simple(msw_first[i], addr + i * CSR_STEP);
+}
+
+static void csr_read_words_lsw(unsigned long addr, uint32_t *lsw_first, int n)
+{
+	for (int i = 0; i < n; i++)
+		lsw_first[n - 1 - i] = csr_read_simple(addr + i * CSR_STEP);
+}
+
+void accel_load_program(void)
+{
+	roma_cmd_adr_write(0);
+	for (int i = 0; i < ROMA_N_CMDS; i++)
+		csr_write_words(CSR_ROMA_CMD_DAT_ADDR, roma_program[i], CSR_ROMA_CMD_DAT_SIZE);
+}
+
+static int64_t sign_extend(uint64_t v, int bits)
+{
+	uint64_t m = 1ULL << (bits - 1);
+	v &= (bits == 64) ? ~0ULL : ((1ULL << bits) - 1);
+	return (int64_t)((v ^ m) - m);
+}
+
+/* golden: x = saturate(shift(q * dq + mq, er + VEC_FRAC)), rounding half up on right shifts */
+static int64_t dequant(int64_t q, int64_t dq, int64_t mq, int sh)
+{
+	int64_t v = q * dq + mq;
+	int64_t lim = (1LL << (ROMA_VEC_BITS - 1)) - 1;
+	if (sh >= 0)
+		v = v << sh;
+	else
+		v = (v + (1LL << (-sh - 1))) >> -sh;
+	return v > lim ? lim : (v < -lim ? -lim : v);
+}
+
+void accel_embed(uint16_t token)
+{
+	uint32_t bank = token % ROMA_LANES, row = token / ROMA_LANES;
+	uint32_t words[CSR_ROMA_EMB_CODES_SIZE];
+	roma_emb_bank_write(bank);
+	roma_emb_row_write(row);
+	roma_vm_adr_write(ROMA_VM_X * 32);
+	for (int g = 0; g < ROMA_DIM / 32; g++) {
+		roma_emb_widx_write(row * (ROMA_DIM / 32) + g);
+		roma_emb_beat_write(0);
+		uint32_t sc = roma_emb_scale_read();
+		int sh = (int)(int8_t)roma_emb_rowexp_read() + ROMA_VEC_FRAC;
+		int64_t dq = (int16_t)(sc & 0xffff), mq = (int16_t)(sc >> 16);
+		for (int beat = 0; beat < ROMA_BEATS; beat++) {
+			roma_emb_beat_write(beat);
+			csr_read_words_lsw(CSR_ROMA_EMB_CODES_ADDR, words, CSR_ROMA_EMB_CODES_SIZE);
+			for (int j = 0; j < ROMA_MACS; j++) {
+				uint32_t bit = j * ROMA_HEAD_BITS;
+				uint32_t raw = (words[bit / 32] >> (bit % 32)) & ((1u << ROMA_HEAD_BITS) - 1);
+				int64_t q = ROMA_HEAD_SIGNED ? sign_extend(raw, ROMA_HEAD_BITS) : (int64_t)raw;
+				roma_vm_wdat_write((uint64_t)dequant(q, dq, mq, sh));
+			}
+		}
+	}
+}
+
+uint32_t accel_forward(uint16_t pos, int with_head)
+{
+	return accel_run(pos, with_head ? ROMA_N_CMDS : ROMA_LAYER_CMDS);
+}
+
+uint32_t accel_run(uint16_t pos, uint16_t ncmds)
+{
+	uint32_t c0 = roma_cycles_read();
+	roma_pos_write(pos);
+	roma_ncmds_write(ncmds);
+	roma_start_write(1);
+	while (roma_status_read() & (1 << CSR_ROMA_STATUS_BUSY_OFFSET))
+		;
+	return roma_cycles_read() - c0;
+}
+
+uint16_t accel_argmax(void)
+{
+	return roma_token_read();
+}
+
+int64_t accel_vm_read(uint32_t element)
+{
+	roma_vm_adr_write(element);
+	/* the new word reaches vm_rdat two cycles after the pointer is written; the first read of the 48-bit
+	   status would take its upper subregister from the previous word: read the pointer back first */
+	(void)roma_vm_adr_read();
+	return sign_extend(roma_vm_rdat_read(), ROMA_VEC_BITS);
+}
+
+int64_t accel_logit(uint32_t index)
+{
+	return accel_vm_read(ROMA_VM_LOGITS * 32 + index);
+}
+
+void accel_read_counters(struct accel_counters *c)
+{
+	c->cycles = roma_cycles_read();
+	c->l_mac = roma_l_mac_read();
+	c->h_mac = roma_h_mac_read();
+	c->l_busy = roma_l_busy_read();
+	c->h_busy = roma_h_busy_read();
+	c->v_busy = roma_v_busy_read();
+}

@@ -1,0 +1,65 @@
+"""The accelerator for a model: its B-ROM images (the export's bank layout), norm weights, RoPE tables, the LM
+head's ROM (which also holds the embedding rows) and SRAM sized for the KV cache plus an adapter.
+
+One function serves the Verilator harness (accel_sim.py) and the SoC (soc/accel_core.py), so both elaborate
+exactly the same hardware for a model and configuration."""
+
+from dataclasses import dataclass
+
+from roma.host.export import bank_layout, matrix_list
+from roma.host.golden import functions as F
+from roma.host.golden.numerics import GROUP
+from roma.host.golden.weights import to_device
+from roma.soc.config import ConfigError
+
+from .accelerator import Accelerator
+from .program import Geometry
+from .rom_image import bank_images
+from .vector_unit import GAMMA_BITS
+from .words import pack
+
+MAX_CMDS = 512      # at least; a model whose token program is longer gets a command memory that holds it
+
+
+@dataclass
+class AccelBuild:
+    dut: Accelerator
+    geo: Geometry
+    table: list             # the L-unit's matrix table (bank_layout)
+    vm: dict                # VM regions
+    head_bits: int
+    head_signed: bool
+    lora_groups: int        # H-unit capacity per bank (KV cache first, then adapters)
+    lora_rows: int
+
+
+def build_accelerator(model, cfg, context=None, lora_size=None, max_cmds=MAX_CMDS):
+    """lora_size: (groups, rows) per H bank for the KV cache and adapters (LoraPlan's figures), or None for
+    the KV cache alone."""
+    c = model.config
+    if model.lm_head is not None:
+        raise ConfigError(f"{c.name}: untied LM head; the accelerator reads embedding rows from the head's ROM")
+    for name, n in (("dim", c.dim), ("hidden", c.hidden), ("head_dim", c.head_dim), ("vocab", c.vocab)):
+        if n % GROUP:
+            raise ConfigError(f"{c.name}: {name}={n} is not a multiple of the group size {GROUP}")
+    geo = Geometry.of(c, cfg.lanes, context)
+    if geo.context % GROUP:
+        raise ConfigError(f"context={geo.context}: must be a multiple of {GROUP}")
+    groups, rows = lora_size or (geo.kv_groups_per_bank(), geo.kv_rows_per_bank())
+    layout = bank_layout([(n, to_device(q)) for n, q in matrix_list(model)], cfg.lanes)
+    gq = [F.gamma_q(n) for L in model.layers for n in (L.attn_norm, L.ffn_norm)] + [F.gamma_q(model.final_norm)]
+    gwords = [pack(g[i:i + GROUP], GAMMA_BITS) for g in gq for i in range(0, len(g), GROUP)]
+    cos, sin = F.rope_tables(c.head_dim, geo.context, c.rope_theta)
+    vm = geo.vm_layout()
+    # the command memory holds a whole token program (it is loaded once; only the position changes)
+    from .program import token_program
+    max_cmds = max(max_cmds, len(token_program(geo, layout[3])))
+    hq = to_device(model.embed)
+    head_layout = bank_layout([("embed", hq)], cfg.lanes)
+    dut = Accelerator(cfg, bank_images(layout, cfg), max(c.dim, c.hidden, c.n_heads * c.head_dim), gwords,
+                      cos, sin, dim=c.dim, head_dim=c.head_dim, context=geo.context, eps_q=F.eps_q(c.norm_eps),
+                      kv_groups_per_bank=groups, kv_rows_per_bank=rows,
+                      ve_words=geo.ve_words(), vm_words=vm["words"] + 2, max_cmds=max_cmds,
+                      head_images=bank_images(head_layout, cfg, hq.bits), head_bits=hq.bits,
+                      head_signed=hq.signed)
+    return AccelBuild(dut, geo, layout[3], vm, hq.bits, hq.signed, groups, rows)

@@ -1,0 +1,259 @@
+"""The link client: one implementation of host/protocol.py for every byte transport, picked by URL through
+pyserial's serial_for_url (`/dev/ttyUSB1`, `socket://localhost:PORT` for the simulator, `rfc2217://...`).
+
+    dev = Device.open("socket://127.0.0.1:4321")
+    dev.info()                                    # geometry, model hash, capacities
+    for ev in dev.generate(prompt_ids, max_new_tokens=32, params=SamplingParams(), stop_ids={2}):
+        ...                                       # TokenEvent as each token arrives; .done when finished
+"""
+
+import struct
+import time
+from dataclasses import dataclass
+
+from . import protocol as P
+from .errors import RomaError
+
+
+class LinkError(RomaError):
+    """The link or the device reported a problem (a timeout, a device ERROR frame)."""
+
+    def __init__(self, msg, code=None):
+        super().__init__(msg)
+        self.code = code
+
+
+@dataclass
+class Frame:
+    type: int
+    seq: int
+    payload: bytes
+
+
+class Link:
+    """Frames over a byte stream, with resynchronisation on garbage and CRC checks on every frame."""
+
+    def __init__(self, port, timeout=30.0):
+        self.port = port
+        self.timeout = timeout
+        self.seq = 0
+        self.buf = bytearray()
+        self.dropped = 0            # frames from the device that failed their CRC
+
+    @classmethod
+    def open(cls, url, timeout=30.0, baudrate=1000000, connect_timeout=10.0):
+        """A socket:// URL is retried for connect_timeout seconds (a simulator may still be starting)."""
+        import serial
+        deadline = time.monotonic() + connect_timeout
+        while True:
+            try:
+                port = serial.serial_for_url(url, baudrate=baudrate, timeout=0.05)
+                return cls(port, timeout)
+            except (serial.SerialException, ValueError, OSError) as e:
+                if not url.startswith("socket://") or time.monotonic() > deadline:
+                    raise LinkError(f"cannot open {url}: {e}") from None
+                time.sleep(0.2)
+
+    def close(self):
+        self.port.close()
+
+    def next_seq(self):
+        self.seq = (self.seq + 1) & 0xFF or 1
+        return self.seq
+
+    def send(self, type_, payload=b"", seq=None):
+        seq = self.next_seq() if seq is None else seq
+        self.port.write(P.frame(type_, seq, payload))
+        self.port.flush()
+        return seq
+
+    def write_raw(self, data):
+        """Bytes as they are (fault injection in tests)."""
+        self.port.write(data)
+        self.port.flush()
+
+    def recv(self, timeout=None):
+        """The next well-formed frame from the device; garbage before a SYNC and frames with a bad CRC are
+        skipped (and counted)."""
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        while True:
+            f = self._parse()
+            if f is not None:
+                return f
+            if time.monotonic() > deadline:
+                raise LinkError(f"no answer from the device within {self.timeout if timeout is None else timeout} s")
+            chunk = self.port.read(4096)
+            if chunk:
+                self.buf += chunk
+
+    def _parse(self):
+        while True:
+            i = self.buf.find(P.SYNC)
+            if i < 0:
+                del self.buf[:max(0, len(self.buf) - 1)]
+                return None
+            del self.buf[:i]
+            if len(self.buf) < 2 + P.HEADER_SIZE:
+                return None
+            version, type_, seq, length = struct.unpack_from(P.HEADER_FMT, self.buf, 2)
+            if length > P.MAX_PAYLOAD or version != P.VERSION:
+                del self.buf[:1]                     # not a frame start after all
+                continue
+            total = 2 + P.HEADER_SIZE + length + 2
+            if len(self.buf) < total:
+                return None
+            body = bytes(self.buf[2:total - 2])
+            (crc,) = struct.unpack_from("<H", self.buf, total - 2)
+            if crc != P.crc16(body):
+                self.dropped += 1
+                del self.buf[:1]
+                continue
+            del self.buf[:total]
+            return Frame(type_, seq, body[P.HEADER_SIZE:])
+
+
+def parse_error(payload):
+    code, _, detail = struct.unpack_from(P.ERROR_FMT, payload)
+    msg = payload[struct.calcsize(P.ERROR_FMT):].decode("ascii", "replace")
+    return code, detail, msg
+
+
+@dataclass
+class TokenEvent:
+    index: int
+    pos: int
+    token: int
+    cycles: int          # accelerator cycles of the forward pass that produced it
+    cpu_cycles: int
+
+
+@dataclass
+class Done:
+    reason: str
+    n_new: int
+    n_prompt: int
+    prefill_cycles: int
+    decode_cycles: int
+    uptime_cycles: int
+    l_mac: int
+    h_mac: int
+    l_busy: int
+    h_busy: int
+    v_busy: int
+
+
+class Device:
+    """Requests to a ROMA device (or the simulator) over a Link."""
+
+    def __init__(self, link):
+        self.link = link
+        self.last_done = None
+
+    @classmethod
+    def open(cls, url, timeout=30.0, ready_timeout=60.0):
+        """Connects and waits until the device answers a PING (a simulator drops bytes sent while its SoC is
+        still in reset; a board may be booting): each unanswered PING is sent again after a second."""
+        dev = cls(Link.open(url, timeout))
+        deadline = time.monotonic() + ready_timeout
+        while True:
+            seq = dev.link.send(P.TYPES["PING"], b"ready?")
+            try:
+                while True:
+                    f = dev.link.recv(timeout=1.0)
+                    if f.type == P.TYPES["ACK"] and f.seq == seq:
+                        return dev
+            except LinkError:
+                if time.monotonic() > deadline:
+                    dev.close()
+                    raise LinkError(f"no answer from {url} within {ready_timeout} s") from None
+
+    def close(self):
+        self.link.close()
+
+    def request(self, type_, payload=b"", expect=None, retries=1):
+        """Send a request and return its answer; a CRC error the device reports is retried."""
+        for attempt in range(retries + 1):
+            seq = self.link.send(type_, payload)
+            while True:
+                f = self.link.recv()
+                if f.seq != seq and f.type != P.TYPES["ERROR"]:
+                    continue                    # a stale answer to an earlier request
+                if f.type == P.TYPES["ERROR"]:
+                    code, detail, msg = parse_error(f.payload)
+                    if f.seq not in (seq, 0):
+                        continue
+                    if code == P.ERRORS["CRC"] and attempt < retries:
+                        break                   # the request was damaged on the way: send it again
+                    raise LinkError(f"device: {msg} ({P.error_name(code)}, {detail})", code)
+                if expect is not None and f.type != P.TYPES[expect]:
+                    raise LinkError(f"device answered {P.type_name(f.type)} to {P.type_name(type_)}")
+                return f
+        raise LinkError("unreachable")
+
+    def ping(self, data=b"roma"):
+        return self.request(P.TYPES["PING"], data, expect="ACK").payload
+
+    def info(self):
+        f = self.request(P.TYPES["INFO"], expect="INFO_REPLY")
+        d = dict(zip(P.INFO_FIELDS, struct.unpack(P.INFO_FMT, f.payload)))
+        d["model_hash"] = d["model_hash"].hex()
+        d["model_name"] = d["model_name"].rstrip(b"\0").decode()
+        d.pop("pad")
+        return d
+
+    def stats(self):
+        f = self.request(P.TYPES["STATS"], expect="STATS_REPLY")
+        return dict(zip(P.STATS_FIELDS, struct.unpack(P.STATS_FMT, f.payload)))
+
+    def embed(self, token):
+        self.request(P.TYPES["EMBED"], struct.pack("<H", token), expect="ACK")
+
+    def run(self, pos, ncmds):
+        """The first ncmds commands of the token program at pos; returns (accelerator cycles, the last ARGMAX)."""
+        f = self.request(P.TYPES["RUN"], struct.pack("<HH", pos, ncmds), expect="ACK")
+        return struct.unpack("<IH", f.payload)
+
+    def read_vm(self, element, count):
+        """count vector-format values from element address `element` (word * 32 + element)."""
+        import numpy as np
+        out = []
+        while count > 0:
+            n = min(count, P.MAX_READ_VM)
+            f = self.request(P.TYPES["READ_VM"], struct.pack(P.READ_VM_FMT, element, n), expect="VM_REPLY")
+            out.append(np.frombuffer(f.payload, "<i8"))
+            element, count = element + n, count - n
+        return np.concatenate(out) if out else np.zeros(0, np.int64)
+
+    def cancel(self):
+        """Ask a running GENERATE to stop (its DONE arrives on the generate() iterator)."""
+        self.link.send(P.TYPES["CANCEL"])
+
+    def generate(self, prompt, max_new_tokens, params, stop_ids=()):
+        """Yields a TokenEvent per token; the request's Done is in .last_done afterwards."""
+        stop_ids = list(stop_ids)
+        if len(stop_ids) > P.MAX_STOP:
+            raise LinkError(f"{len(stop_ids)} stop tokens: the device takes at most {P.MAX_STOP}")
+        payload = struct.pack(P.GENERATE_FMT, max_new_tokens, params.temp_q, params.top_k if params.temp_q else 1, 0,
+                              params.top_p_q, params.rng_state(), len(stop_ids), len(prompt))
+        payload += struct.pack(f"<{len(stop_ids)}H", *stop_ids) + struct.pack(f"<{len(prompt)}H", *prompt)
+        if len(payload) > P.MAX_PAYLOAD:
+            raise LinkError(f"a prompt of {len(prompt)} tokens does not fit one frame "
+                            f"({P.MAX_PAYLOAD} bytes, about {(P.MAX_PAYLOAD - 40) // 2} tokens)")
+        seq = self.link.send(P.TYPES["GENERATE"], payload)
+        self.last_done = None
+        while True:
+            f = self.link.recv()
+            if f.type == P.TYPES["ERROR"]:
+                code, detail, msg = parse_error(f.payload)
+                if code == P.ERRORS["BUSY"] or f.seq not in (seq, 0):
+                    continue                    # our own stray request refused mid-generation
+                raise LinkError(f"device: {msg} ({P.error_name(code)}, {detail})", code)
+            if f.seq != seq:
+                continue
+            if f.type == P.TYPES["TOKEN"]:
+                yield TokenEvent(*[v for k, v in zip(range(6), struct.unpack(P.TOKEN_FMT, f.payload)) if k != 3])
+            elif f.type == P.TYPES["DONE"]:
+                v = struct.unpack(P.DONE_FMT, f.payload)
+                reason = next(k for k, r in P.DONE_REASONS.items() if r == v[0])
+                self.last_done = Done(reason, v[2], v[3], *v[5:])
+                return

@@ -1,0 +1,167 @@
+"""The SoC in Verilator, end to end on tiny-260k: the firmware runs every layer on the accelerator and streams
+tokens that equal the golden model's, greedy and sampled; and the link survives bad input and faults, the very
+next request on the same running device succeeding each time."""
+
+import struct
+
+import numpy as np
+import pytest
+
+from roma.gateware.verilator import verilator_available
+from roma.host import protocol as P
+from roma.host.generate import GoldenTarget
+from roma.host.golden.model import GoldenModel, golden_for
+from roma.host.golden.numerics import GROUP
+from roma.host.golden.sampler import SamplingParams
+from roma.host.link import Device, LinkError, parse_error
+from roma.host.tiny import tiny_model
+from roma.soc.config import AccelConfig
+
+pytestmark = [pytest.mark.verilator, pytest.mark.skipif(not verilator_available(), reason="verilator is not on PATH")]
+
+CONTEXT = 64
+CFG = AccelConfig(lanes=8, macs_per_lane=8)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_model("tiny-260k")
+
+
+@pytest.fixture(scope="module")
+def device(model):
+    from roma.boards.sim import SimRunner, build_sim
+    build = build_sim(model, CFG, context=CONTEXT, progress=False)
+    with SimRunner(build) as sim:
+        dev = Device.open(sim.url, timeout=600)
+        yield dev
+        dev.close()
+
+
+def golden_tokens(model, prompt, n, params, stops=()):
+    return list(GoldenTarget(golden_for(model, None, CONTEXT)).generate(prompt, n, params, set(stops)))
+
+
+def test_info_describes_the_built_model(device, model):
+    info = device.info()
+    c = model.config
+    assert (info["dim"], info["n_layers"], info["vocab"], info["context"]) == (c.dim, c.n_layers, c.vocab, CONTEXT)
+    assert (info["lanes"], info["macs_per_lane"]) == (CFG.lanes, CFG.macs_per_lane)
+    assert info["model_hash"] == model.content_hash()[:32] and info["model_name"] == c.name
+    assert device.ping(b"hello") == b"hello"
+
+
+# sampling reads every logit over CSRs and sorts the top k in rv32 64-bit arithmetic: a few tokens suffice
+@pytest.mark.parametrize("prompt, params, n", [
+    ([1, 57, 300], SamplingParams(), 10),
+    ([1, 400, 12, 9, 77, 301, 5], SamplingParams(), 10),
+    ([1, 57, 300], SamplingParams(temperature=0.8, top_k=20, top_p=0.9, seed=7), 4),
+    ([1, 2, 3], SamplingParams(temperature=1.5, top_k=256, top_p=1.0, seed=12345), 2),
+])
+def test_tokens_equal_the_golden_model(device, model, prompt, params, n):
+    want = golden_tokens(model, prompt, n, params)
+    events = list(device.generate(prompt, n, params))
+    assert [e.token for e in events] == want
+    done = device.last_done
+    assert done.reason == "MAX_TOKENS" and done.n_new == n and done.n_prompt == len(prompt)
+    assert [e.pos for e in events] == list(range(len(prompt), len(prompt) + n))
+    # the layers ran on the accelerator: its L-unit multiplied (prefill + 9 decode passes)
+    assert done.l_mac > 0 and done.decode_cycles > 0 and all(e.cycles > 0 for e in events)
+
+
+def test_every_layer_equals_the_golden_model(device, model):
+    """Per-layer checks: the residual stream after each layer, read back from the vector memory, at each
+    position as the KV cache fills."""
+    from roma.gateware.accel_build import build_accelerator
+    from roma.gateware.program import layer_program
+    acc = build_accelerator(model, CFG, CONTEXT)
+    ends = np.cumsum([len(layer_program(acc.geo, acc.table, i, fresh_x=i == 0)) for i in range(model.config.n_layers)])
+    g = GoldenModel(model, context=CONTEXT)
+    st = g.new_state()
+    for pos, tok in enumerate([1, 57, 300]):
+        trace = []
+        g.forward([tok], st, trace=trace)
+        for layer, n in enumerate(ends):
+            device.embed(tok)
+            device.run(pos, int(n))
+            x = device.read_vm(acc.vm["X"] * GROUP, model.config.dim)
+            assert np.array_equal(x, trace[layer][0]), f"position {pos}, layer {layer}"
+
+
+def test_stop_token_and_context_end(device, model):
+    prompt = [1, 57, 300]
+    free = golden_tokens(model, prompt, 6, SamplingParams())
+    stop = free[3]
+    got = [e.token for e in device.generate(prompt, 20, SamplingParams(), [stop])]
+    assert got == golden_tokens(model, prompt, 20, SamplingParams(), [stop]) and got[-1] == stop
+    assert device.last_done.reason == "STOP"
+    # asking for more than the cache holds: generation ends at the context, as the golden model's does
+    long = list(range(1, CONTEXT - 4))
+    got = [e.token for e in device.generate(long, 50, SamplingParams())]
+    assert got == golden_tokens(model, long, 50, SamplingParams())
+    assert len(long) + len(got) == CONTEXT
+
+
+def raw_error(dev, data, timeout=30):
+    dev.link.write_raw(data)
+    f = dev.link.recv(timeout)
+    assert f.type == P.TYPES["ERROR"], P.type_name(f.type)
+    return P.error_name(parse_error(f.payload)[0])
+
+
+def test_broken_frames_get_errors_and_the_device_stays_usable(device):
+    good = P.frame(P.TYPES["PING"], 9, b"abc")
+    flipped = bytearray(good)
+    flipped[-4] ^= 0x40
+    assert raw_error(device, bytes(flipped)) == "CRC"
+    assert device.ping() == b"roma"
+    assert raw_error(device, P.frame(P.TYPES["PING"], 9, b"x", version=7)) == "VERSION"
+    assert device.ping() == b"roma"
+    assert raw_error(device, P.frame(0x6B, 9)) == "TYPE"
+    assert device.ping() == b"roma"
+    oversized = P.SYNC + struct.pack(P.HEADER_FMT, P.VERSION, P.TYPES["PING"], 9, P.MAX_PAYLOAD + 1)
+    assert raw_error(device, oversized) == "LENGTH"
+    assert device.ping() == b"roma"
+    # a frame that stops arriving (bytes lost on the wire): dropped after the frame timeout
+    assert raw_error(device, good[:-3]) == "TRUNCATED"
+    assert device.ping() == b"roma"
+    # garbage between frames is skipped while looking for the next SYNC
+    device.link.write_raw(b"\x00\xff\xa5garbage")
+    assert device.ping(b"after garbage") == b"after garbage"
+
+
+def test_bad_requests_are_refused_clearly(device, model):
+    def refused(prompt, n=4, params=SamplingParams(), stops=()):
+        with pytest.raises(LinkError) as e:
+            list(device.generate(prompt, n, params, stops))
+        return P.error_name(e.value.code)
+
+    assert refused(list(range(1, CONTEXT + 1))) == "CONTEXT"
+    assert refused([1, model.config.vocab]) == "TOKEN_RANGE"
+    assert refused([]) == "PAYLOAD"
+    short = P.frame(P.TYPES["GENERATE"], 3, b"\x01\x00")
+    assert raw_error(device, short) == "PAYLOAD"
+    assert [e.token for e in device.generate([1, 57], 3, SamplingParams())] == \
+        golden_tokens(model, [1, 57], 3, SamplingParams())
+
+
+def test_cancel_mid_stream_then_generate_again(device, model):
+    prompt = [1, 57, 300]
+    seen = []
+    for ev in device.generate(prompt, 40, SamplingParams()):
+        seen.append(ev.token)
+        if len(seen) == 2:
+            device.link.send(P.TYPES["INFO"])           # refused as busy, not misread
+            device.cancel()
+    assert device.last_done.reason == "CANCELLED" and 2 <= len(seen) < 40
+    assert seen == golden_tokens(model, prompt, len(seen), SamplingParams())
+    stats = device.stats()
+    assert stats["cancelled"] >= 1 and stats["busy_rejects"] >= 1
+    assert [e.token for e in device.generate(prompt, 5, SamplingParams())] == \
+        golden_tokens(model, prompt, 5, SamplingParams())
+
+
+def test_stats_count_what_happened(device):
+    s = device.stats()
+    assert s["frames"] > 0 and s["requests"] > 0 and s["tokens"] > 0
+    assert s["crc_errors"] >= 1 and s["truncated"] >= 1 and s["bad_frames"] >= 3
