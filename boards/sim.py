@@ -67,14 +67,15 @@ class _Progress:
     """A one-line elapsed-time display for steps that print nothing useful while they run."""
 
     def __init__(self, label, enabled=True):
-        self.label, self.enabled, self._stop = label, enabled and sys.stderr.isatty(), threading.Event()
+        self.label, self.quiet, self._stop = label, not enabled, threading.Event()
+        self.enabled = enabled and sys.stderr.isatty()
 
     def __enter__(self):
         self.t0 = time.monotonic()
         if self.enabled:
             self._thread = threading.Thread(target=self._tick, daemon=True)
             self._thread.start()
-        else:
+        elif not self.quiet:
             print(f"roma: {self.label} ...", file=sys.stderr, flush=True)
         return self
 
@@ -90,6 +91,8 @@ class _Progress:
         self._stop.set()
         if self.enabled:
             self._thread.join()
+        if self.quiet and exc[0] is None:
+            return
         print(f"\r{'ok' if exc[0] is None else 'failed':>2} {self.label} {time.monotonic() - self.t0:5.0f} s",
               file=sys.stderr, flush=True)
 

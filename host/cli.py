@@ -98,6 +98,9 @@ def _target(args, model, lora, context):
                         "use --target golden")
     if args.target == "sim":
         from .targets import SimTarget
+        if model.config.layer_macs() * model.config.n_layers > 10_000_000:
+            print(f"roma: warning: {model.config.name} on the simulated SoC is not verified yet (it builds, but a "
+                  f"token takes minutes at 32 lanes); tiny-260k is (see README)", file=sys.stderr)
         ctx = args.context or min(model.config.context, SIM_CONTEXT)
         return SimTarget(model, _accel_config(args, model), context=ctx, progress=not args.quiet)
     from .targets import DeviceTarget

@@ -96,7 +96,8 @@ static int known_request(uint8_t t)
 int link_poll(struct frame *f)
 {
 	uint64_t now = uptime();
-	if (state != S_SYNC0 && now - last_byte > timeout_cycles(PROTO_FRAME_TIMEOUT_MS)) {
+	/* only a frame whose next byte has not arrived times out (a long forward pass may leave bytes waiting) */
+	if (state != S_SYNC0 && !rx_ready() && now - last_byte > timeout_cycles(PROTO_FRAME_TIMEOUT_MS)) {
 		link_stats.truncated++;
 		link_error(state > S_HEADER ? rx.seq : 0, ERR_TRUNCATED, (uint16_t)got,
 			   "frame truncated: no byte for the frame timeout");

@@ -105,7 +105,8 @@ static void generate(const struct frame *f)
 			link_error(f->seq, ERR_TOKEN_RANGE, rd16(stops + 2 * i), "token id outside the vocabulary");
 			return;
 		}
-	if (n_prompt + max_new > ROMA_CONTEXT)
+	int clamped = n_prompt + max_new > ROMA_CONTEXT;
+	if (clamped)
 		max_new = ROMA_CONTEXT - n_prompt;
 
 	struct accel_counters c0, c1;
@@ -141,8 +142,11 @@ static void generate(const struct frame *f)
 			reason = DONE_CONTEXT;
 			break;
 		}
-		if (n_new == max_new)
+		if (n_new == max_new) {
+			if (clamped)
+				reason = DONE_CONTEXT;     /* the KV cache is full */
 			break;
+		}
 		if (cancel_requested()) {
 			reason = DONE_CANCELLED;
 			break;
@@ -178,7 +182,7 @@ static void read_vm(const struct frame *f)
 		return;
 	}
 	uint32_t adr = rd32(f->payload), n = rd16(f->payload + 4);
-	if (n > PROTO_MAX_READ_VM || adr + n > ROMA_VM_WORDS * 32) {
+	if (n > PROTO_MAX_READ_VM || adr > ROMA_VM_WORDS * 32 || n > ROMA_VM_WORDS * 32 - adr) {
 		link_error(f->seq, ERR_PAYLOAD, n, "READ_VM outside the vector memory");
 		return;
 	}

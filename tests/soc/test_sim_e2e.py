@@ -99,7 +99,7 @@ def test_stop_token_and_context_end(device, model):
     long = list(range(1, CONTEXT - 4))
     got = [e.token for e in device.generate(long, 50, SamplingParams())]
     assert got == golden_tokens(model, long, 50, SamplingParams())
-    assert len(long) + len(got) == CONTEXT
+    assert len(long) + len(got) == CONTEXT and device.last_done.reason == "CONTEXT"
 
 
 def raw_error(dev, data, timeout=30):
