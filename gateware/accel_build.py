@@ -33,6 +33,24 @@ class AccelBuild:
     lora_rows: int
 
 
+def sram_bits(cfg, groups, rows):
+    """H-unit SRAM: per bank, the weight words (KV cache, adapters), a row exponent per row, a group exponent per
+    group."""
+    return cfg.lanes * (groups * GROUP * cfg.act_bits + (rows + groups) * cfg.exp_bits)
+
+
+def check_capacity(model, cfg, geo, groups, rows):
+    from roma.host.report import rom_bits
+    need = rom_bits(model)["total"]
+    if cfg.rom_bits and need > cfg.rom_bits:
+        raise ConfigError(f"rom_bits={cfg.rom_bits:,}: {model.config.name} needs {need:,} bits of B-ROM "
+                          f"({need / cfg.rom_bits:.1f}x the configured capacity)")
+    need = sram_bits(cfg, groups, rows)
+    if cfg.sram_bits and need > cfg.sram_bits:
+        raise ConfigError(f"sram_bits={cfg.sram_bits:,}: the KV cache for context={geo.context} (and the adapter) "
+                          f"need {need:,} bits of H-unit SRAM")
+
+
 def build_accelerator(model, cfg, context=None, lora_size=None, max_cmds=MAX_CMDS):
     """lora_size: (groups, rows) per H bank for the KV cache and adapters (LoraPlan's figures), or None for
     the KV cache alone."""
@@ -42,10 +60,14 @@ def build_accelerator(model, cfg, context=None, lora_size=None, max_cmds=MAX_CMD
     for name, n in (("dim", c.dim), ("hidden", c.hidden), ("head_dim", c.head_dim), ("vocab", c.vocab)):
         if n % GROUP:
             raise ConfigError(f"{c.name}: {name}={n} is not a multiple of the group size {GROUP}")
+    if GROUP % cfg.lanes:
+        raise ConfigError(f"lanes={cfg.lanes}: the accelerator needs lanes dividing the group size {GROUP} (the KV "
+                          "cache and the vector memory's write-back are laid out in groups of 32 across the lanes)")
     geo = Geometry.of(c, cfg.lanes, context)
     if geo.context % GROUP:
         raise ConfigError(f"context={geo.context}: must be a multiple of {GROUP}")
     groups, rows = lora_size or (geo.kv_groups_per_bank(), geo.kv_rows_per_bank())
+    check_capacity(model, cfg, geo, groups, rows)
     layout = bank_layout([(n, to_device(q)) for n, q in matrix_list(model)], cfg.lanes)
     gq = [F.gamma_q(n) for L in model.layers for n in (L.attn_norm, L.ffn_norm)] + [F.gamma_q(model.final_norm)]
     gwords = [pack(g[i:i + GROUP], GAMMA_BITS) for g in gq for i in range(0, len(g), GROUP)]
@@ -61,5 +83,5 @@ def build_accelerator(model, cfg, context=None, lora_size=None, max_cmds=MAX_CMD
                       kv_groups_per_bank=groups, kv_rows_per_bank=rows,
                       ve_words=geo.ve_words(), vm_words=vm["words"] + 2, max_cmds=max_cmds,
                       head_images=bank_images(head_layout, cfg, hq.bits), head_bits=hq.bits,
-                      head_signed=hq.signed)
+                      head_signed=hq.signed, h_act_cols=geo.h_act_layout()["words"] * GROUP)
     return AccelBuild(dut, geo, layout[3], vm, hq.bits, hq.signed, groups, rows)

@@ -5,6 +5,7 @@ import numpy as np
 from roma.host.golden.numerics import GROUP, VEC_BITS
 
 from .accel_build import build_accelerator
+from .counters import COUNTERS
 from .program import Geometry, LoraPlan, layer_program, packed, token_program
 from .verilator import VerilatorSim
 from .words import pack, unpack
@@ -23,8 +24,7 @@ class AcceleratorSim:
         ios = {"start": dut.start, "busy": dut.busy, "done": dut.done, "ncmds": dut.ncmds, "pos": dut.pos,
                "cmd_adr": dut.cmd_w.adr, "cmd_dat": dut.cmd_w.dat_w, "cmd_we": dut.cmd_w.we,
                "vm_adr": dut.vm_adr, "vm_dat_w": dut.vm_dat_w, "vm_we": dut.vm_we, "vm_dat_r": dut.vm_dat_r,
-               "cnt_cycles": dut.cnt_cycles, "cnt_l_mac": dut.cnt_l_mac, "cnt_h_mac": dut.cnt_h_mac,
-               "cnt_l_busy": dut.cnt_l_busy, "cnt_h_busy": dut.cnt_h_busy, "cnt_v_busy": dut.cnt_v_busy,
+               **{f"cnt_{n}": getattr(dut, f"cnt_{n}") for n in COUNTERS},
                "h_bank": dut.h_bank, "h_w_adr": dut.h_w_adr, "h_w_dat": dut.h_w_dat, "h_w_we": dut.h_w_we,
                "h_e_adr": dut.h_e_adr, "h_e_dat": dut.h_e_dat, "h_e_we": dut.h_e_we, "token": dut.token}
         tag = f"_lora{self.lora.R}_{len(self.lora.entries)}" if self.lora else ""
@@ -98,7 +98,7 @@ class AcceleratorSim:
         One simulator run, the KV cache persisting across steps. Returns per step (x after, counters)."""
         lines = self.lora_load_lines() if self.lora else []
         D = self.geo.dim // GROUP
-        counters = ["cnt_cycles", "cnt_l_mac", "cnt_h_mac", "cnt_l_busy", "cnt_h_busy", "cnt_v_busy"]
+        counters = [f"cnt_{n}" for n in COUNTERS]
         for layer, pos, x in steps:
             lines += self._load_program_lines(layer_program(self.geo, self.table, layer, self.lora))
             lines.append(f"poke pos {pos}")

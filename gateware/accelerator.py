@@ -1,5 +1,6 @@
 """The accelerator: the L-unit (B-ROM lanes), the H-unit (SRAM lanes holding the KV cache), the vector unit,
-the KV writer and a command sequencer that runs a program of whole operations back to back.
+the KV writer and a command sequencer that issues a program of whole operations in order, each unit running
+while the following commands start on the others (see `wait`).
 
 A command is one wide word (CMD_LAYOUT, the single definition the program builder and firmware pack):
   unit V: a vector-unit op; `tgt` routes its activation output (QUANT, AVEC, or `qout` of NORM, SILU and
@@ -7,7 +8,9 @@ A command is one wide word (CMD_LAYOUT, the single definition the program builde
           `dual` also writes the H act (a LoRA pass shares the base GEMV's quantized input); `to_head` writes
           the head's act instead of the L act
   unit D: the LM head's GEMV over its own ROM (the embedding, tied), logits into VM from word `dst`
-  unit L / H: a GEMV (word_base, row_base, rows, groups, stride) whose rows land in VM from word `dst`
+  unit L / H: a GEMV (word_base, row_base, rows, groups, stride) over its activation buffer from word `abase`,
+          whose rows land in VM from word `dst`
+  every unit: `wait` (WAIT bits) names the units that must be idle before the command issues
 KV cache layout in every H bank (lanes divide 32): K of (layer, kv head) at group index kv_base, rows are
 positions (pos // lanes in bank pos % lanes), head_dim / 32 groups each; V of (layer, kv head, group g) at
 kv_base + g * (32 / lanes) * (context / 32): rows are the group's 32 dims (j // lanes in bank j % lanes),
@@ -18,13 +21,15 @@ from migen import *
 
 from roma.host.golden.numerics import ACT_BITS, GROUP, VEC_BITS
 
-from .gemv import GEMVUnit, SRAMUnit
+from .counters import COUNTERS
+from .gemv import ABASE_BITS, GEMVUnit, SRAMUnit
 from .vector_unit import VectorUnit
 
 UNITS = {"V": 0, "L": 1, "H": 2, "D": 3}   # D: the LM head (its own ROM)
 TARGETS = {"L": 0, "H": 1, "K": 2, "V": 3}
 CMD_LAYOUT = [
-    ("unit", 2), ("op", 4), ("tgt", 2), ("dual", 1), ("to_head", 1), ("qout", 1), ("abase", 8), ("dyn", 3),
+    ("unit", 2), ("op", 4), ("tgt", 2), ("dual", 1), ("to_head", 1), ("qout", 1), ("abase", ABASE_BITS),
+    ("dyn", 3), ("wait", 3),
     ("a", 16), ("b", 16), ("dst", 16), ("n", 16), ("aux", 16), ("count", 16),
     ("word_base", 24), ("row_base", 16), ("rows", 16), ("groups", 12), ("stride", 16),
     ("pos", 16), ("kv_base", 24), ("ve_base", 16),
@@ -32,6 +37,8 @@ CMD_LAYOUT = [
 CMD_BITS = sum(w for _, w in CMD_LAYOUT)
 # Fields a command takes from the position register instead of its own word (`dyn`), so that one program
 # serves every position: count = pos + 1 cached positions, words = ceil(count / 32), krows = ceil(count / lanes)
+# `wait` bits: the command issues only once these are idle (besides its own unit)
+WAIT = {"V": 1, "G": 2, "KV": 4}     # the vector unit, every GEMV unit, the KV writer
 DYN = {"none": 0, "aux_pos": 1, "kv_pos": 2, "rows_krows": 3, "n_words_count": 4, "n_words": 5,
        "groups_words": 6}
 
@@ -75,6 +82,7 @@ class KVWriter(Module):
         self.ve_base = Signal(16)
         self.busy = Signal()
         self.done = Signal()
+        self.cnt_busy = Signal(32)
         # capture port (from the vector unit's activation output)
         self.cap_we = Signal()
         self.cap_adr = Signal(16)
@@ -108,6 +116,7 @@ class KVWriter(Module):
         ]
         active = Signal()
         self.comb += active.eq(self.busy & ~self.start)
+        self.sync += If(self.busy, self.cnt_busy.eq(self.cnt_busy + 1))
         # K: one bank, `beats` words of macs_per_lane mantissas, and the group exponent
         kgroup = Signal(24)
         self.comb += kgroup.eq(self.kv_base + lrow * G + g_i)
@@ -148,13 +157,14 @@ class KVWriter(Module):
 class Accelerator(Module):
     def __init__(self, cfg, rom_images, l_max_cols, gamma_words, cos, sin, *, dim, head_dim, context,
                  eps_q, kv_groups_per_bank, kv_rows_per_bank, ve_words, vm_words=64, max_cmds=256,
-                 head_images=None, head_bits=None, head_signed=False):
+                 head_images=None, head_bits=None, head_signed=False, h_act_cols=0):
         assert GROUP % cfg.lanes == 0, "the KV layout and VM writes need lanes dividing 32"
-        self.submodules.L = L = GEMVUnit(cfg, rom_images, l_max_cols)
+        # (two activation regions: program.Geometry.l_act_regions)
+        self.submodules.L = L = GEMVUnit(cfg, rom_images, 2 * l_max_cols)
         self.submodules.D = D = GEMVUnit(cfg, head_images, dim, code_bits=head_bits, signed=head_signed) \
             if head_images else None
-        self.submodules.H = H = SRAMUnit(cfg, kv_groups_per_bank, kv_rows_per_bank, max(context, l_max_cols),
-                                         group_exp=True)
+        self.submodules.H = H = SRAMUnit(cfg, kv_groups_per_bank, kv_rows_per_bank,
+                                         max(context, l_max_cols, h_act_cols), group_exp=True)
         self.submodules.V = V = VectorUnit(cfg, vm_words, dim, eps_q, gamma_words, head_dim=head_dim,
                                            context=context, ve_words=ve_words)
         V.set_rope(cos, sin)
@@ -195,13 +205,13 @@ class Accelerator(Module):
         self.vm_we = Signal(GROUP)      # one enable per element
         self.vm_dat_r = Signal(GROUP * VEC_BITS)
         self.comb += V.vm_r.adr.eq(self.vm_adr), self.vm_dat_r.eq(V.vm_r.dat_r)
-        # counters
+        # counters (gateware/counters.py); the sequencer's are made below
         self.cnt_cycles = Signal(32)
-        self.cnt_l_mac = L.cnt_mac
-        self.cnt_h_mac = H.cnt_mac
-        self.cnt_l_busy = L.cnt_busy
-        self.cnt_h_busy = H.cnt_busy
-        self.cnt_v_busy = V.cnt_busy
+        for name, u in (("l", L), ("h", H), ("d", D)):
+            for kind in ("mac", "busy", "hold"):
+                setattr(self, f"cnt_{name}_{kind}", getattr(u, f"cnt_{kind}") if u is not None else Constant(0, 32))
+        self.cnt_v_busy, self.cnt_v_hold = V.cnt_busy, V.cnt_hold
+        self.cnt_kv_busy = KV.cnt_busy
         self.token = V.argmax                # the last ARGMAX: the greedy next token
         # the embedding rows, read by the CPU from the LM head's ROM (tied) while the accelerator is idle
         if D is not None:
@@ -218,16 +228,16 @@ class Accelerator(Module):
 
         # # #
 
-        # fields: `cur` is the running command; units are driven from `sel`, which is already the next command
-        # in the cycle the running one completes, so consecutive commands start back to back
-        cmd = Signal(CMD_BITS)
-        sel = Signal(CMD_BITS)
-        go_now = Signal()
-        self.comb += sel.eq(Mux(go_now, cr.dat_r, cmd))
-        fc, fw = {}, {}
+        # The sequencer issues commands in program order, each as soon as its unit is free and the units named
+        # in its `wait` field are idle; so a unit may run while the next commands start on others (the program
+        # builder sets `wait` where a command uses what a running one writes, or writes what it reads).
+        # Rules the hardware keeps by itself: one GEMV at a time (they share the VM write-back), GEMVs after
+        # the KV writer (it writes the H banks), a K/V-target op after the KV writer has emptied its buffer.
+        head = Signal(CMD_BITS)         # the next command to issue
+        fw = {}
         off = 0
         for name, width in CMD_LAYOUT:
-            fc[name], fw[name] = cmd[off:off + width], sel[off:off + width]
+            fw[name] = head[off:off + width]
             off += width
         # position-derived fields
         count, words, krows = Signal(16), Signal(16), Signal(16)
@@ -244,73 +254,128 @@ class Accelerator(Module):
                 expr = Mux(dyn == DYN[code], val, expr)
             f[name] = Signal(len(fw[name]))
             self.comb += f[name].eq(expr)
-        pc = Signal(16)
-        self.submodules.fsm = fsm = FSM(reset_state="IDLE")
-        unit_done = Signal()
-        needs_kv = Signal()
-        last = Signal()
-        self.comb += [
-            unit_done.eq(Mux(fc["unit"] == UNITS["V"], V.done, Mux(fc["unit"] == UNITS["L"], L.done,
-                         Mux(fc["unit"] == UNITS["H"], H.done, D.done if D is not None else 1)))),
-            needs_kv.eq((fc["unit"] == UNITS["V"]) & (fc["tgt"] >= TARGETS["K"])),
-            last.eq(pc + 1 == self.ncmds),
-        ]
-        fsm.act("IDLE", If(self.start & (self.ncmds != 0), NextValue(pc, 0), NextState("FETCH")))
-        fsm.act("FETCH", NextState("DECODE"))
-        fsm.act("DECODE", go_now.eq(1), NextValue(cmd, cr.dat_r), NextState("WAIT"))
-        advance = If(last, NextState("DONE")).Else(
-            go_now.eq(1), NextValue(pc, pc + 1), NextValue(cmd, cr.dat_r), NextState("WAIT"))
-        fsm.act("WAIT", If(unit_done, If(needs_kv, NextState("KV")).Else(advance)))
-        fsm.act("KV", If(KV.done, advance))
-        fsm.act("DONE", self.done.eq(1), NextState("IDLE"))
-        # the next command is read while the current one runs
-        self.comb += self.busy.eq(~fsm.ongoing("IDLE")), cr.adr.eq(Mux(fsm.ongoing("FETCH"), pc, pc + 1))
-        self.sync += If(self.busy, self.cnt_cycles.eq(self.cnt_cycles + 1))
-        issue = go_now
+
+        issue = Signal()
+        starts = {name: Signal() for name in UNITS}
+        for name, code in UNITS.items():
+            self.comb += starts[name].eq(issue & (f["unit"] == code))
+
+        def latch(start, names):
+            """A unit's copy of its command's fields: the issuing command's in its start cycle, then held."""
+            use, held = {}, {}
+            for n in names:
+                held[n], use[n] = Signal.like(f[n]), Signal.like(f[n])
+                self.sync += If(start, held[n].eq(f[n]))
+                self.comb += use[n].eq(Mux(start, f[n], held[n]))
+            return use, held
+
         # vector unit
+        vu, vh = latch(starts["V"], ("op", "a", "b", "dst", "n", "aux", "count", "abase", "qout", "tgt", "dual",
+                                     "to_head", "pos", "kv_base", "ve_base"))
         self.comb += [
-            V.op.eq(f["op"]), V.a.eq(f["a"]), V.b.eq(f["b"]), V.dst.eq(f["dst"]), V.n.eq(f["n"]),
-            V.aux.eq(f["aux"]), V.count.eq(f["count"]), V.abase.eq(f["abase"]), V.qout.eq(f["qout"]),
-            V.start.eq(issue & (f["unit"] == UNITS["V"])),
+            V.op.eq(vu["op"]), V.a.eq(vu["a"]), V.b.eq(vu["b"]), V.dst.eq(vu["dst"]), V.n.eq(vu["n"]),
+            V.aux.eq(vu["aux"]), V.count.eq(vu["count"]), V.abase.eq(vu["abase"]), V.qout.eq(vu["qout"]),
+            V.start.eq(starts["V"]),
         ]
         # GEMV units
-        for u, name in ((L, "L"), (H, "H"), (D, "D")):
-            if u is None:
-                continue
+        gemvs = [(n, u) for n, u in (("L", L), ("H", H), ("D", D)) if u is not None]
+        gdst, grows = {}, {}
+        for name, u in gemvs:
+            gu, gh = latch(starts[name], ("word_base", "row_base", "rows", "groups", "stride", "abase", "dst"))
+            gdst[name], grows[name] = gh["dst"], gh["rows"]
             self.comb += [
-                u.word_base.eq(f["word_base"]), u.row_base.eq(f["row_base"]), u.rows.eq(f["rows"]),
-                u.groups.eq(f["groups"]), u.stride.eq(f["stride"]),
-                u.start.eq(issue & (f["unit"] == UNITS[name])),
+                u.word_base.eq(gu["word_base"]), u.row_base.eq(gu["row_base"]), u.rows.eq(gu["rows"]),
+                u.groups.eq(gu["groups"]), u.stride.eq(gu["stride"]), u.abase.eq(gu["abase"]),
+                u.start.eq(starts[name]),
             ]
-        # activation routing: L act, H act, or the KV writer's capture
+        # activation routing (the running vector op's target): L act, H act, head act, or the KV writer
         for u, t in ((L, "L"), (H, "H"), (D, "D")):
             if u is None:
                 continue
-            to_me = {"L": (f["tgt"] == TARGETS["L"]) & ~f["to_head"],
-                     "H": (f["tgt"] == TARGETS["H"]) | f["dual"], "D": f["to_head"]}[t]
+            to_me = Signal(name=f"act_to_{t}")
+            self.comb += to_me.eq({"L": (vh["tgt"] == TARGETS["L"]) & ~vh["to_head"],
+                                   "H": (vh["tgt"] == TARGETS["H"]) | vh["dual"], "D": vh["to_head"]}[t])
             self.comb += [u.act.w.adr.eq(V.act_adr), u.act.w.dat_w.eq(V.act_dat), u.act.w.we.eq(V.act_we & to_me)]
+            # chaining: a GEMV reading the activation words the running vector op writes waits word by word
+            self.comb += u.hold.eq(V.busy & V.writes_act & to_me & (u.act_adr >= V.act_base + V.act_written)
+                                   & (u.act_adr < V.act_base + V.n))
+        # the KV writer starts when a K/V-target op finishes, with that op's fields
+        kv_start = Signal()
+        self.comb += kv_start.eq(V.done & (vh["tgt"] >= TARGETS["K"]))
+        kv_is_v = Signal()
+        self.comb += kv_is_v.eq(vh["tgt"] == TARGETS["V"])
+        kv_fields = {"is_v": kv_is_v, "pos": vh["pos"], "kv_base": vh["kv_base"], "ve_base": vh["ve_base"]}
+        for name, src in kv_fields.items():
+            held = Signal.like(src)
+            self.sync += If(kv_start, held.eq(src))
+            self.comb += getattr(KV, name).eq(Mux(kv_start, src, held))
         self.comb += [
-            KV.cap_we.eq(V.act_we & (f["tgt"] >= TARGETS["K"])), KV.cap_adr.eq(V.act_adr), KV.cap_dat.eq(V.act_dat),
-            KV.start.eq(fsm.ongoing("WAIT") & unit_done & needs_kv),
-            KV.is_v.eq(f["tgt"] == TARGETS["V"]), KV.pos.eq(f["pos"]), KV.kv_base.eq(f["kv_base"]),
-            KV.ve_base.eq(f["ve_base"]),
+            KV.cap_we.eq(V.act_we & (vh["tgt"] >= TARGETS["K"])), KV.cap_adr.eq(V.act_adr), KV.cap_dat.eq(V.act_dat),
+            KV.start.eq(kv_start),
             V.ve_w.adr.eq(KV.ve_adr), V.ve_w.dat_w.eq(KV.ve_dat), V.ve_w.we.eq(KV.ve_we),
         ]
-        # GEMV results -> VM (lanes elements per row step), else external writes
+
+        # issue conditions
+        gemv_idle, kv_idle, v_idle, all_idle = Signal(), Signal(), Signal(), Signal()
+        self.comb += [
+            gemv_idle.eq(~reduce(or_, [u.busy for _, u in gemvs])),
+            kv_idle.eq(~KV.busy & ~kv_start),
+            v_idle.eq(~V.busy),
+            all_idle.eq(gemv_idle & kv_idle & v_idle),
+        ]
+        is_v = f["unit"] == UNITS["V"]
+        ready = Signal()
+        self.comb += ready.eq(
+            Mux(is_v, v_idle & (kv_idle | (f["tgt"] < TARGETS["K"])), gemv_idle & kv_idle)
+            & (v_idle | ~f["wait"][0]) & (gemv_idle | ~f["wait"][1]) & (kv_idle | ~f["wait"][2]))
+        self.pc = pc = Signal(16)      # the next command to issue
+        self.issue = issue
+        self.submodules.fsm = fsm = FSM(reset_state="IDLE")
+        fsm.act("IDLE", If(self.start & (self.ncmds != 0), NextValue(pc, 0), NextState("FETCH")))
+        fsm.act("FETCH", NextState("LOAD"))
+        fsm.act("LOAD", NextValue(head, cr.dat_r), NextState("ISSUE"))
+        fsm.act("ISSUE", issue.eq(ready), If(ready,
+            NextValue(pc, pc + 1), NextValue(head, cr.dat_r),
+            If(pc + 1 == self.ncmds, NextState("DRAIN"))))
+        fsm.act("DRAIN", If(all_idle, NextState("DONE")))
+        fsm.act("DONE", self.done.eq(1), NextState("IDLE"))
+        # the command after the head is always read ahead: cr.dat_r holds command pc + 1 in ISSUE
+        self.comb += [
+            self.busy.eq(~fsm.ongoing("IDLE")),
+            cr.adr.eq(Mux(fsm.ongoing("FETCH"), pc, Mux(issue, pc + 2, pc + 1))),
+        ]
+        self.sync += If(self.busy, self.cnt_cycles.eq(self.cnt_cycles + 1))
+        # stall counters: cycles the head command waits to issue, by its unit
+        for name, code in UNITS.items():
+            cnt = Signal(32, name=f"cnt_{name.lower()}_stall")
+            setattr(self, f"cnt_{name.lower()}_stall", cnt)
+            self.sync += If(fsm.ongoing("ISSUE") & ~ready & (f["unit"] == code), cnt.eq(cnt + 1))
+        assert all(hasattr(self, f"cnt_{n}") for n in COUNTERS)
+
+        # GEMV results -> VM (lanes elements per row step) from the running GEMV, else external writes
         lanes = cfg.lanes
         per_word = GROUP // lanes
         src_valid = Signal()
         src_row = Signal(16)
+        src_dst = Signal(16)
+        src_rows = Signal(16)
         src = [Signal((VEC_BITS, True)) for _ in range(lanes)]
-        units = [(UNITS["L"], L), (UNITS["H"], H)] + ([(UNITS["D"], D)] if D is not None else [])
-        self.comb += Case(f["unit"], {code: [src_valid.eq(u.out_valid), src_row.eq(u.out_row),
-                                             *[s.eq(o) for s, o in zip(src, u.out)]] for code, u in units})
+        self.comb += [If(u.busy, src_valid.eq(u.out_valid), src_row.eq(u.out_row), src_dst.eq(gdst[n]),
+                         src_rows.eq(grows[n]), *[s.eq(o) for s, o in zip(src, u.out)]) for n, u in gemvs]
+        # chaining: a vector op reading the running GEMV's output waits word by word (out_row counts the
+        # rows already written; a word is complete once all its rows are, a partial last word at the end)
+        g_words, g_full = Signal(16), Signal(16)
+        self.comb += g_words.eq(_div(src_rows * lanes + GROUP - 1, GROUP)), g_full.eq(_div(src_row, per_word))
+
+        def pending(adr):
+            return ~gemv_idle & (adr >= src_dst + g_full) & (adr < src_dst + g_words)
+        self.comb += V.hold.eq(pending(V.rd_a) | (V.uses_b & pending(V.rd_b)))
         slot = Signal(max=max(per_word, 2))
         self.comb += slot.eq(_mod(src_row, per_word))
         data = Cat(*[s[:VEC_BITS] for s in src])
         vw = V.vm_w
         self.comb += If(self.busy,
-            vw.adr.eq(f["dst"] + _div(src_row, per_word)),
+            vw.adr.eq(src_dst + _div(src_row, per_word)),
             Case(slot, {k: [vw.dat_w.eq(data << (k * lanes * VEC_BITS)),
                             vw.we.eq(Mux(src_valid, ((1 << lanes) - 1) << (k * lanes), 0))]
                         for k in range(per_word)}),

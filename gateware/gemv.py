@@ -5,7 +5,7 @@ Lane b holds rows r = b, b + lanes, ...; all lanes share addresses, so one seque
   ROM word     = (word_base + row * groups + group) * beats + beat
   scale entry  = word_base + row * groups + group
   row exponent = row_base + row
-  activation   = group: one word of 32 mantissas, S and ea; the beat selects macs_per_lane of them
+  activation   = abase + group: one word of 32 mantissas, S and ea; the beat selects macs_per_lane of them
 Results leave on `out` (one value per lane) with `out_row`, the row index within the banks.
 """
 
@@ -16,6 +16,7 @@ from roma.host.golden.numerics import GROUP
 from .mac_lane import MACLane, PIPELINE_CYCLES
 
 READ_LATENCY = 1    # synchronous block-RAM reads
+ABASE_BITS = 10     # activation-buffer word addresses (a GEMV's first group; the vector unit's first write)
 
 
 def _signed(v, bits):
@@ -51,7 +52,10 @@ class LaneArray(Module):
         self.rows = Signal(16)          # rows per bank
         self.groups = Signal(12)        # groups per row (cols / 32)
         self.stride = Signal(16)        # groups between row starts in memory (0: = groups)
+        self.abase = Signal(ABASE_BITS) # the activation buffer's word holding group 0
         self.start = Signal()
+        self.hold = Signal()            # chaining: the activation word read now is still being written
+        self.act_adr = Signal(16)
         self.busy = Signal()
         self.done = Signal()            # one-cycle pulse when the last row has left the pipeline
         # results ---------------------------------------------------------------------------------------
@@ -61,6 +65,7 @@ class LaneArray(Module):
         # performance counters (cycles) -----------------------------------------------------------------
         self.cnt_busy = Signal(32)
         self.cnt_mac = Signal(32)       # cycles in which the lanes multiplied
+        self.cnt_hold = Signal(32)      # cycles an issue waited for its activation word
         # a read port for the CPU while idle (the embedding rows live in the LM head's ROM): every bank reads
         # group peek_widx, beat peek_beat and row exponent peek_row; per lane the raw words come back
         self.peek_widx = Signal(24)
@@ -91,7 +96,7 @@ class LaneArray(Module):
             If(self.start & ~self.busy,
                 issuing.eq(1), row.eq(0), grp.eq(0), beat.eq(0), widx.eq(self.word_base),
                 row_start.eq(self.word_base),
-            ).Elif(issuing,
+            ).Elif(issuing & ~self.hold,
                 If(last_beat,
                     beat.eq(0), widx.eq(widx + 1),
                     If(last_group,
@@ -102,8 +107,9 @@ class LaneArray(Module):
             )
         ]
         # memories read at the issue cycle; control delayed by the read latency --------------------------
-        self.comb += act.r.adr.eq(grp)
-        ctrl = Cat(issuing, first_beat, last_beat, first_group, last_group)
+        self.comb += act.r.adr.eq(self.abase + grp), self.act_adr.eq(self.abase + grp)
+        # a held cycle goes down the lanes as a bubble (they accumulate only valid beats)
+        ctrl = Cat(issuing & ~self.hold, first_beat, last_beat, first_group, last_group)
         ctrl_d = Signal(len(ctrl))
         beat_d = Signal.like(beat)
         self.sync += ctrl_d.eq(ctrl), beat_d.eq(beat)
@@ -175,6 +181,7 @@ class LaneArray(Module):
             ),
             If(self.busy, self.cnt_busy.eq(self.cnt_busy + 1)),
             If(v_d, self.cnt_mac.eq(self.cnt_mac + 1)),
+            If(issuing & self.hold, self.cnt_hold.eq(self.cnt_hold + 1)),
         ]
         self.latency = READ_LATENCY + PIPELINE_CYCLES
 

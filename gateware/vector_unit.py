@@ -29,6 +29,7 @@ from roma.host.golden import functions as F
 from roma.host.golden.numerics import ACT_BITS, ACT_MAX, GROUP, VEC_BITS, VEC_FRAC
 
 from .arith import abs_, bit_length, clamp, max_, rshift_round, saturate, tree
+from .gemv import ABASE_BITS
 
 OPS = {"add": 1, "quant": 2, "rms_max": 3, "rms_ss": 4, "norm": 5, "silu": 6, "rope": 7, "sm_max": 8,
        "sm_exp": 9, "sm_norm": 10, "avec": 11, "argmax": 12}
@@ -90,7 +91,7 @@ class VectorUnit(Module):
         # command interface ---------------------------------------------------------------------------
         self.op = Signal(4)
         self.a, self.b, self.dst, self.aux, self.n, self.count = (Signal(16) for _ in range(6))
-        self.abase = Signal(8)          # first activation word written (QUANT, AVEC, qout)
+        self.abase = Signal(ABASE_BITS) # first activation word written (QUANT, AVEC, qout)
         self.qout = Signal()
         self.start = Signal()
         self.busy = Signal()
@@ -108,6 +109,18 @@ class VectorUnit(Module):
         self.shz = Signal((8, True))
         self.argmax = Signal(16)
         self.cnt_busy = Signal(32)
+        # chaining: the words the issue stage reads this cycle; `hold` (from outside: one of them is still
+        # being written by a GEMV) makes it wait, so an op can start while its input is being produced
+        self.rd_a = Signal(16)
+        self.rd_b = Signal(16)
+        self.uses_b = Signal()
+        self.hold = Signal()
+        # the activation words this op writes (from abase, n of them when writes_act), written in order:
+        # act_written counts those already written, so a GEMV can start reading them as they come
+        self.writes_act = Signal()
+        self.act_base = Signal(ABASE_BITS)
+        self.act_written = Signal(16)
+        self.cnt_hold = Signal(32)
 
         # # #
 
@@ -130,7 +143,7 @@ class VectorUnit(Module):
         i = Signal(16)
         issuing = Signal()
         op = Signal(4)
-        qout, abase = Signal(), Signal(8)
+        qout, abase = Signal(), Signal(ABASE_BITS)
         wpr = head_dim // GROUP          # words per head for ROPE
         # ROPE on heads of two words writes two words per head: it issues every other cycle
         phase = Signal()
@@ -140,7 +153,7 @@ class VectorUnit(Module):
             If(self.start & ~self.busy,
                 issuing.eq(self.n != 0), i.eq(0), op.eq(self.op), self.busy.eq(1), phase.eq(0),
                 qout.eq(self.qout), abase.eq(self.abase),
-            ).Elif(issuing,
+            ).Elif(issuing & ~self.hold,
                 phase.eq(slow & ~phase),
                 If(~slow | phase,
                     i.eq(i + 1),
@@ -152,8 +165,10 @@ class VectorUnit(Module):
             ra.adr.eq(Mux(op == OPS["rope"], self.a + i * wpr, self.a + i)),
             rb.adr.eq(Mux(op == OPS["rope"], self.a + i * wpr + (wpr - 1), self.b + i)),
             gp.adr.eq(self.aux + i), vep.adr.eq(self.aux + i),
+            self.rd_a.eq(ra.adr), self.rd_b.eq(rb.adr),
+            self.uses_b.eq((op == OPS["add"]) | (op == OPS["silu"]) | (op == OPS["rope"])),
         ]
-        valid = [issuing & ~phase] + [Signal() for _ in range(ACT_LATENCY)]
+        valid = [issuing & ~phase & ~self.hold] + [Signal() for _ in range(ACT_LATENCY)]
         idx = [i] + [Signal(16) for _ in range(ACT_LATENCY)]
         for k in range(ACT_LATENCY):
             self.sync += valid[k + 1].eq(valid[k]), idx[k + 1].eq(idx[k])
@@ -355,7 +370,10 @@ class VectorUnit(Module):
             ),
             self.act_adr.eq(abase + idx[ACT_LATENCY - 1]), self.act_dat.eq(r6act),
             self.act_we.eq(valid[ACT_LATENCY - 1] & acts),
+            self.writes_act.eq(acts), self.act_base.eq(abase),
         ]
+        self.sync += If(self.start & ~self.busy, self.act_written.eq(0)).Elif(self.act_we,
+                                                                              self.act_written.eq(self.act_written + 1))
         if head_dim > GROUP:
             # the second word of a rotated 64-wide head is written in the cycle after the first (the issue
             # skipped that cycle, so the write port is free)
@@ -431,7 +449,9 @@ class VectorUnit(Module):
         self.comb += vraw.eq(((ss * self.dim_recip) >> F.MEAN_FRAC) + (eps_q >> (self.e << 1)))
         self.sync += [
             self.done.eq(0),
-            If(self.busy, self.cnt_busy.eq(self.cnt_busy + 1)),
+            # busy: running, except while its input is still being written (hold)
+            If(self.busy & ~(issuing & self.hold), self.cnt_busy.eq(self.cnt_busy + 1)),
+            If(self.busy & issuing & self.hold, self.cnt_hold.eq(self.cnt_hold + 1)),
             If(self.start & ~self.busy, drain.eq(0), fin.eq(0)),
             If(self.busy & ~issuing & ~(self.start & ~self.busy),
                 If(drain < Mux(acts | (op == OPS["add"]), DRAIN + TAIL_DRAIN, DRAIN), drain.eq(drain + 1)).Else(

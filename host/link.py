@@ -135,11 +135,7 @@ class Done:
     prefill_cycles: int
     decode_cycles: int
     uptime_cycles: int
-    l_mac: int
-    h_mac: int
-    l_busy: int
-    h_busy: int
-    v_busy: int
+    counters: dict          # gateware/counters.py's, over the request
 
 
 class Device:
@@ -255,5 +251,5 @@ class Device:
             elif f.type == P.TYPES["DONE"]:
                 v = struct.unpack(P.DONE_FMT, f.payload)
                 reason = next(k for k, r in P.DONE_REASONS.items() if r == v[0])
-                self.last_done = Done(reason, v[2], v[3], *v[5:])
+                self.last_done = Done(reason, v[2], v[3], *v[5:8], dict(zip(P.COUNTERS, v[8:])))
                 return

@@ -26,6 +26,8 @@ Requests and their answers (payload layouts are the struct formats below, fields
 import binascii
 import struct
 
+from roma.gateware.counters import COUNTERS
+
 SYNC = b"\xa5\x5a"
 VERSION = 1
 HEADER_FMT = "<BBBH"            # version, type, seq, length
@@ -55,8 +57,9 @@ DONE_REASONS = {"MAX_TOKENS": 0, "STOP": 1, "CANCELLED": 2, "CONTEXT": 3}
 GENERATE_FMT = "<HHHHIIHH"      # max_new, temp_q, top_k, flags, top_p_q, seed, n_stop, n_prompt
 MAX_STOP = 8
 TOKEN_FMT = "<HHHHII"           # index, pos, token, pad, accel cycles of its forward pass, cpu cycles of its step
-DONE_FMT = "<BBHHHIIIIIIII"     # reason, pad, n_new, n_prompt, pad, prefill accel cycles, decode accel cycles,
-                                # uptime cycles, and over the request: l_mac, h_mac, l_busy, h_busy, v_busy
+# reason, pad, n_new, n_prompt, pad, prefill accel cycles, decode accel cycles, uptime cycles, then each of
+# the accelerator's counters over the request (gateware/counters.py)
+DONE_FMT = "<BBHHHIII" + "I" * len(COUNTERS)
 INFO_FMT = "<HHHHHHHHHHHHBBBBIIII16s32s"
 INFO_FIELDS = ("protocol", "firmware", "dim", "n_layers", "n_heads", "n_kv_heads", "head_dim", "hidden", "vocab",
                "context", "lanes", "macs_per_lane", "code_bits", "head_bits", "head_signed", "pad", "n_cmds",

@@ -12,7 +12,7 @@ CSR map (names as csr.json and the generated csr.h give them, prefixed `roma_`):
   emb_bank, emb_widx, emb_beat, emb_row -> emb_codes, emb_scale, emb_rowexp
                               the LM head's ROM (the embedding rows) while idle
   token                       the last ARGMAX (the greedy next token)
-  cycles, l_mac, h_mac, l_busy, h_busy, v_busy   performance counters (cycles; free-running, wrap at 2**32)
+  cycles, l_mac, ...          performance counters (gateware/counters.py: COUNTERS)
 Writes that reach a memory while the accelerator runs are ignored by it (the hardware owns the ports then).
 """
 
@@ -21,9 +21,8 @@ from migen import *
 from litex.soc.interconnect.csr import CSR, AutoCSR, CSRField, CSRStatus, CSRStorage
 
 from roma.gateware.accelerator import CMD_BITS
+from roma.gateware.counters import COUNTERS
 from roma.host.golden.numerics import GROUP, VEC_BITS
-
-COUNTERS = ("cycles", "l_mac", "h_mac", "l_busy", "h_busy", "v_busy")
 
 
 class RomaAccel(Module, AutoCSR):

@@ -24,6 +24,8 @@ class AccelConfig:
     macs_per_lane: int = 8      # codes multiplied per lane per cycle; a group of 32 takes 32 / macs_per_lane cycles
     code_bits: int = 4          # base-weight code width
     multiplier: str = "dsp"     # "dsp": q * a (MULT18X18D on ECP5); "lut": q selects a broadcast multiple of a
+    rom_bits: int = 0           # B-ROM capacity (base layers and LM head); 0: as much as the model needs
+    sram_bits: int = 0          # H-unit SRAM capacity (KV cache and adapters); 0: as much as needed
 
     def __post_init__(self):
         if self.code_bits not in CODE_BITS:

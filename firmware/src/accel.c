@@ -110,10 +110,8 @@ int64_t accel_logit(uint32_t index)
 
 void accel_read_counters(struct accel_counters *c)
 {
-	c->cycles = roma_cycles_read();
-	c->l_mac = roma_l_mac_read();
-	c->h_mac = roma_h_mac_read();
-	c->l_busy = roma_l_busy_read();
-	c->h_busy = roma_h_busy_read();
-	c->v_busy = roma_v_busy_read();
+	int i = 0;
+#define READ_COUNTER(name) c->v[i++] = roma_##name##_read();
+	ROMA_COUNTERS(READ_COUNTER)
+#undef READ_COUNTER
 }

@@ -2,8 +2,11 @@
 #pragma once
 #include <stdint.h>
 
+#include "roma_config.h"
+
+/* ROMA_COUNTERS' order */
 struct accel_counters {
-	uint32_t cycles, l_mac, h_mac, l_busy, h_busy, v_busy;
+	uint32_t v[ROMA_N_COUNTERS];
 };
 
 void accel_load_program(void);

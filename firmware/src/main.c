@@ -166,11 +166,8 @@ static void generate(const struct frame *f)
 	q = wr32(q, prefill);
 	q = wr32(q, decode);
 	q = wr32(q, (uint32_t)(uptime() - t0));
-	q = wr32(q, c1.l_mac - c0.l_mac);
-	q = wr32(q, c1.h_mac - c0.h_mac);
-	q = wr32(q, c1.l_busy - c0.l_busy);
-	q = wr32(q, c1.h_busy - c0.h_busy);
-	wr32(q, c1.v_busy - c0.v_busy);
+	for (int i = 0; i < ROMA_N_COUNTERS; i++)
+		q = wr32(q, c1.v[i] - c0.v[i]);
 	link_send(T_DONE, f->seq, d, sizeof(d));
 }
 

@@ -75,3 +75,16 @@ def test_config_errors_name_the_parameter():
         AccelConfig(multiplier="analog")
     with pytest.raises(ConfigError, match="lanes=5 does not divide the 64 rows"):
         AccelConfig(lanes=5).check_rows(64, "q_proj")
+
+
+def test_configuration_errors_name_the_parameter():
+    """Lanes that do not divide a group, and a model over the configured ROM or SRAM, fail before elaboration."""
+    from roma.gateware.accel_build import build_accelerator
+    from roma.host.tiny import tiny_model
+    model = tiny_model("tiny-260k")
+    with pytest.raises(ConfigError, match="lanes=64: the accelerator needs lanes dividing the group size 32"):
+        build_accelerator(model, AccelConfig(lanes=64))
+    with pytest.raises(ConfigError, match=r"rom_bits=100,000: tiny-260k needs [\d,]+ bits of B-ROM"):
+        build_accelerator(model, AccelConfig(lanes=8, rom_bits=100_000))
+    with pytest.raises(ConfigError, match=r"sram_bits=1,000: the KV cache for context=64"):
+        build_accelerator(model, AccelConfig(lanes=8, sram_bits=1000), context=64)

@@ -46,8 +46,9 @@ def test_layer0_bit_exact_over_positions(setup):
         print(f"pos {p}: {counters}, {counters['cnt_cycles'] / floor:.3f}x the MAC floor")
         # the layer's GEMVs issue only full MAC cycles: exactly its base MACs over the peak
         assert counters["cnt_l_mac"] == c.layer_macs() // cfg.peak_macs_per_cycle
-        # a guard against losing the overlap already won (1.37x measured; the issue's goal is 1.25x)
-        assert counters["cnt_cycles"] <= 1.38 * floor
+        # the issue's goal: at most 1.25x the MAC-count floor at the configured peak (1.24x measured at
+        # position 0, where the floor is lowest)
+        assert counters["cnt_cycles"] <= 1.25 * floor
 
 
 def test_layer0_with_lora_bit_exact(tmp_path):
