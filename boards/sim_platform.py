@@ -19,13 +19,11 @@ def make_soc(model, cfg, context, lora_size, rom_init=None):
     from litex.build.sim import SimPlatform
 
     from roma.gateware.accel_build import build_accelerator
-    from roma.gateware.program import token_program
     from roma.soc.soc import RomaSoC, rom_size_for
 
     acc = build_accelerator(model, cfg, context, lora_size=lora_size)
-    n_cmds = len(token_program(acc.geo, acc.table))
     platform = SimPlatform("SIM", sim_io())
-    soc = RomaSoC(platform, SYS_CLK_FREQ, acc, cfg, rom_size_for(n_cmds), rom_init=rom_init, uart_name="sim")
+    soc = RomaSoC(platform, SYS_CLK_FREQ, acc, cfg, rom_size_for(acc.n_cmds), rom_init=rom_init, uart_name="sim")
     from litex.build.io import CRG
     soc.crg = CRG(platform.request("sys_clk"))
     return soc, acc

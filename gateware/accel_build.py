@@ -31,6 +31,8 @@ class AccelBuild:
     head_signed: bool
     lora_groups: int        # H-unit capacity per bank (KV cache first, then adapters)
     lora_rows: int
+    n_cmds: int             # the base token program's length (at command 0)
+    max_cmds: int           # the command memory's depth: an adapter's program is loaded after the base one
 
 
 def sram_bits(cfg, groups, rows):
@@ -66,16 +68,24 @@ def build_accelerator(model, cfg, context=None, lora_size=None, max_cmds=MAX_CMD
     geo = Geometry.of(c, cfg.lanes, context)
     if geo.context % GROUP:
         raise ConfigError(f"context={geo.context}: must be a multiple of {GROUP}")
-    groups, rows = lora_size or (geo.kv_groups_per_bank(), geo.kv_rows_per_bank())
-    check_capacity(model, cfg, geo, groups, rows)
     layout = bank_layout([(n, to_device(q)) for n, q in matrix_list(model)], cfg.lanes)
+    # the command memory holds a whole token program (loaded once; only the position changes), and after it
+    # room for an adapter's (cfg.lora_rank: up to every projection adapted)
+    from roma.host.golden.lora import padded_rank
+
+    from .program import LoraPlan, token_program
+    n_cmds = len(token_program(geo, layout[3]))
+    full = LoraPlan.full(geo, c, padded_rank(cfg.lora_rank)) if cfg.lora_rank else None
+    max_cmds = max(max_cmds, n_cmds + (len(token_program(geo, layout[3], full)) if full else 0))
+    if lora_size is None:
+        lora_size = (full.groups_per_bank, full.rows_per_bank) if full else \
+            (geo.kv_groups_per_bank(), geo.kv_rows_per_bank())
+    groups, rows = lora_size
+    check_capacity(model, cfg, geo, groups, rows)
     gq = [F.gamma_q(n) for L in model.layers for n in (L.attn_norm, L.ffn_norm)] + [F.gamma_q(model.final_norm)]
     gwords = [pack(g[i:i + GROUP], GAMMA_BITS) for g in gq for i in range(0, len(g), GROUP)]
     cos, sin = F.rope_tables(c.head_dim, geo.context, c.rope_theta)
     vm = geo.vm_layout()
-    # the command memory holds a whole token program (it is loaded once; only the position changes)
-    from .program import token_program
-    max_cmds = max(max_cmds, len(token_program(geo, layout[3])))
     hq = to_device(model.embed)
     head_layout = bank_layout([("embed", hq)], cfg.lanes)
     dut = Accelerator(cfg, bank_images(layout, cfg), max(c.dim, c.hidden, c.n_heads * c.head_dim), gwords,
@@ -84,4 +94,4 @@ def build_accelerator(model, cfg, context=None, lora_size=None, max_cmds=MAX_CMD
                       ve_words=geo.ve_words(), vm_words=vm["words"] + 2, max_cmds=max_cmds,
                       head_images=bank_images(head_layout, cfg, hq.bits), head_bits=hq.bits,
                       head_signed=hq.signed, h_act_cols=geo.h_act_layout()["words"] * GROUP)
-    return AccelBuild(dut, geo, layout[3], vm, hq.bits, hq.signed, groups, rows)
+    return AccelBuild(dut, geo, layout[3], vm, hq.bits, hq.signed, groups, rows, n_cmds, max_cmds)

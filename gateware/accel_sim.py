@@ -6,6 +6,7 @@ from roma.host.golden.numerics import GROUP, VEC_BITS
 
 from .accel_build import build_accelerator
 from .counters import COUNTERS
+from .lora_image import lora_records
 from .program import Geometry, LoraPlan, layer_program, packed, token_program
 from .verilator import VerilatorSim
 from .words import pack, unpack
@@ -34,27 +35,18 @@ class AcceleratorSim:
     def lora_load_lines(self):
         """Script lines writing every adapted projection's A (zero rows up to R) and B into the banks."""
         lines = []
-        M, beats, lanes = self.cfg.macs_per_lane, self.cfg.beats_per_group, self.cfg.lanes
-        for e in self.lora.entries.values():
-            A, B = e["path"].A_dev, e["path"].B_dev
-            a_codes = np.zeros((self.lora.R, A.shape[1]), np.int64)
-            a_codes[:A.shape[0]] = A.codes
-            a_er = np.zeros(self.lora.R, np.int64)
-            a_er[:A.shape[0]] = A.er
-            for part, codes, er in (("A", a_codes, a_er), ("B", B.codes.astype(np.int64), B.er)):
-                loc = e[part]
-                for b in range(lanes):
-                    rows = codes[b::lanes]
-                    lines.append(f"poke h_bank {b}")
-                    flat = rows.reshape(-1)
-                    lines.append("poke h_w_we 1")
-                    for wi in range(len(flat) // M):
-                        word = pack(flat[wi * M:(wi + 1) * M], 16)
-                        lines += [f"poke h_w_adr {loc['word_base'] * beats + wi}", f"poke h_w_dat 0x{word:x}", "step 1"]
-                    lines += ["poke h_w_we 0", "poke h_e_we 1"]
-                    for ri, v in enumerate(er[b::lanes]):
-                        lines += [f"poke h_e_adr {loc['row_base'] + ri}", f"poke h_e_dat {int(v) & 0xFF}", "step 1"]
-                    lines.append("poke h_e_we 0")
+        for kind, bank, adr, vals in lora_records(self.lora, self.cfg):
+            lines.append(f"poke h_bank {bank}")
+            if kind == "w":
+                lines.append("poke h_w_we 1")
+                for k, word in enumerate(vals):
+                    lines += [f"poke h_w_adr {adr + k}", f"poke h_w_dat 0x{pack(word, 16):x}", "step 1"]
+                lines.append("poke h_w_we 0")
+            else:
+                lines.append("poke h_e_we 1")
+                for k, v in enumerate(vals):
+                    lines += [f"poke h_e_adr {adr + k}", f"poke h_e_dat {int(v) & 0xFF}", "step 1"]
+                lines.append("poke h_e_we 0")
         return lines
 
     @staticmethod

@@ -175,6 +175,7 @@ class Accelerator(Module):
         cr = cmds.get_port()
         self.specials += self.cmd_w, cr
         self.ncmds = Signal(16)
+        self.base = Signal(16)          # the program's first command (the base program at 0, an adapter's after it)
         self.pos = Signal(16)           # the position the program runs at (for `dyn` fields)
         self.start = Signal()
         self.busy = Signal()
@@ -331,12 +332,14 @@ class Accelerator(Module):
         self.pc = pc = Signal(16)      # the next command to issue
         self.issue = issue
         self.submodules.fsm = fsm = FSM(reset_state="IDLE")
-        fsm.act("IDLE", If(self.start & (self.ncmds != 0), NextValue(pc, 0), NextState("FETCH")))
+        end = Signal(16)
+        self.comb += end.eq(self.base + self.ncmds)
+        fsm.act("IDLE", If(self.start & (self.ncmds != 0), NextValue(pc, self.base), NextState("FETCH")))
         fsm.act("FETCH", NextState("LOAD"))
         fsm.act("LOAD", NextValue(head, cr.dat_r), NextState("ISSUE"))
         fsm.act("ISSUE", issue.eq(ready), If(ready,
             NextValue(pc, pc + 1), NextValue(head, cr.dat_r),
-            If(pc + 1 == self.ncmds, NextState("DRAIN"))))
+            If(pc + 1 == end, NextState("DRAIN"))))
         fsm.act("DRAIN", If(all_idle, NextState("DONE")))
         fsm.act("DONE", self.done.eq(1), NextState("IDLE"))
         # the command after the head is always read ahead: cr.dat_r holds command pc + 1 in ISSUE

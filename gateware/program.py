@@ -108,6 +108,20 @@ class LoraPlan:
     def layer(self, layer):
         return {p: e for (l_, p), e in self.entries.items() if l_ == layer}
 
+    @classmethod
+    def full(cls, geo, config, rank_padded):
+        """The plan of an adapter on every projection of every layer: the H-unit capacity a device built
+        for adapters of up to this (padded) rank reserves after the KV cache."""
+        from types import SimpleNamespace
+
+        from roma.host.model import PROJECTIONS
+        paths = {(layer, p): None for layer in range(geo.n_layers) for p in PROJECTIONS}
+        return cls(geo, SimpleNamespace(rank_padded=rank_padded, paths=paths), config)
+
+    def fits(self, capacity):
+        """capacity: the device's (groups, rows) per bank."""
+        return self.groups_per_bank <= capacity[0] and self.rows_per_bank <= capacity[1]
+
 
 def layer_program(geo, table, layer, lora=None, fresh_x=True):
     """Commands (dicts) that run decoder layer `layer` on the vector in VM region X at the position in the

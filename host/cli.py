@@ -86,16 +86,25 @@ def _accel_config(args, model):
     from roma.soc.config import AccelConfig, default_config
     cfg = default_config(model.config)
     return AccelConfig(lanes=args.lanes or cfg.lanes, macs_per_lane=args.macs or cfg.macs_per_lane,
-                       code_bits=getattr(args, "bits", 4))
+                       code_bits=getattr(args, "bits", 4), lora_rank=cfg.lora_rank)
 
 
 def _target(args, model, lora, context):
     from .generate import GoldenTarget
     if args.target == "golden":
         return GoldenTarget(golden_for(model, lora, context))
+    target = _device_target(args, model, context)
     if lora is not None:
-        raise RomaError("--adapter on the simulator or a device: adapter loading over the link is not there yet; "
-                        "use --target golden")
+        from .golden.lora import DeviceLora
+        try:
+            target.load_adapter(model, DeviceLora(lora))
+        except BaseException:
+            target.close()
+            raise
+    return target
+
+
+def _device_target(args, model, context):
     if args.target == "sim":
         from .targets import SimTarget
         if model.config.layer_macs() * model.config.n_layers > 10_000_000:

@@ -194,7 +194,9 @@ class Device:
         d = dict(zip(P.INFO_FIELDS, struct.unpack(P.INFO_FMT, f.payload)))
         d["model_hash"] = d["model_hash"].hex()
         d["model_name"] = d["model_name"].rstrip(b"\0").decode()
+        d["adapter_hash"] = d["adapter_hash"].hex() if d["adapter_loaded"] else None
         d.pop("pad")
+        d.pop("pad2")
         return d
 
     def stats(self):
@@ -219,6 +221,71 @@ class Device:
             out.append(np.frombuffer(f.payload, "<i8"))
             element, count = element + n, count - n
         return np.concatenate(out) if out else np.zeros(0, np.int64)
+
+    def load_adapter(self, model_hash, adapter_hash, cmds, layer_cmds, cmd_words, records, macs_per_lane):
+        """Load an adapter: its token program (packed command words; the first layer_cmds run the layers) and
+        its H-unit bank contents (gateware/lora_image.py records), in frames, checked by a CRC-32 at the end.
+        The device refuses an adapter for another base model (ERROR ADAPTER)."""
+        import binascii
+
+        import numpy as np
+        self.request(P.TYPES["ADAPTER_BEGIN"],
+                     struct.pack(P.ADAPTER_BEGIN_FMT, model_hash, adapter_hash, len(cmds), layer_cmds), expect="ACK")
+        crc = 0
+
+        def send(type_, body):
+            nonlocal crc
+            self.request(P.TYPES[type_], body, expect="ACK")
+            crc = binascii.crc32(body, crc)
+
+        per = (P.MAX_PAYLOAD - 4) // (4 * cmd_words)
+        for i in range(0, len(cmds), per):
+            chunk = cmds[i:i + per]
+            words = [(w >> (32 * (cmd_words - 1 - k))) & 0xFFFFFFFF for w in chunk for k in range(cmd_words)]
+            send("ADAPTER_CMDS", struct.pack(f"<HH{len(words)}I", i, len(chunk), *words))
+        hdr = struct.calcsize(P.ADAPTER_DATA_HEADER)
+        frame = bytearray()
+
+        def record(kind, bank, adr, vals):
+            """Records are packed into frames, each 2-byte aligned; a full frame is sent. vals: the data, or
+            for zero words (kind 2) their count."""
+            nonlocal frame
+            size = (2 * macs_per_lane, 1, 0)[kind]
+            n = vals if kind == 2 else len(vals)
+            while n:
+                room = P.MAX_PAYLOAD - len(frame) - hdr - 1          # (1: the alignment byte)
+                k = min(n, 0xFFFF, room // size if size else 0xFFFF) if room >= 0 else 0
+                if k < min(n, 8):                                     # not worth a record here: next frame
+                    send("ADAPTER_DATA", bytes(frame))
+                    frame = bytearray()
+                    continue
+                frame += struct.pack(P.ADAPTER_DATA_HEADER, kind, bank, k, adr)
+                if size:
+                    frame += np.asarray(vals[:k], "<i2" if kind == 0 else "i1").tobytes()
+                    vals = vals[k:]
+                frame += bytes(len(frame) & 1)
+                adr, n = adr + k, n - k
+
+        for kind, bank, adr, vals in records:
+            if kind == "e":
+                record(1, bank, adr, vals)
+                continue
+            # runs of all-zero words (A's rows and B's columns padded to whole groups) go without data
+            zero = ~np.asarray(vals).any(axis=1)
+            k = 0
+            while k < len(vals):
+                j = k
+                while j < len(vals) and zero[j] == zero[k]:
+                    j += 1
+                record(2, bank, adr + k, j - k) if zero[k] else record(0, bank, adr + k, vals[k:j])
+                k = j
+        if frame:
+            send("ADAPTER_DATA", bytes(frame))
+        self.request(P.TYPES["ADAPTER_END"], struct.pack("<I", crc), expect="ACK")
+
+    def select_adapter(self, on):
+        """Generation (and RUN) use the loaded adapter (on) or the base model."""
+        self.request(P.TYPES["SELECT"], bytes([int(bool(on))]), expect="ACK")
 
     def cancel(self):
         """Ask a running GENERATE to stop (its DONE arrives on the generate() iterator)."""

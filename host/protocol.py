@@ -21,6 +21,14 @@ Requests and their answers (payload layouts are the struct formats below, fields
                                           the token program at pos (per-layer checks; EMBED first)
   READ_VM   READ_VM_FMT                -> VM_REPLY: that many vector-format values (int64 each) from an element
                                           address (word * 32 + element); for tests and debugging
+  ADAPTER_BEGIN  ADAPTER_BEGIN_FMT     -> ACK, or ERROR ADAPTER (another base model, a program over capacity);
+                                          unselects and forgets any loaded adapter
+  ADAPTER_CMDS   index u16, count u16, count commands (CMD words u32 each, most significant first)  -> ACK
+  ADAPTER_DATA   records, each 2-byte aligned: kind u8 (0 weights, 1 row exponents, 2 zero weights), bank u8,
+                 n u16, address u32, then n words of MACS int16 (weights), n int8 (exponents) or nothing
+                 (zeros); only past the KV cache's part of the banks  -> ACK
+  ADAPTER_END    crc32 u32 (zlib's, over every CMDS and DATA payload in order)  -> ACK, or ERROR ADAPTER
+  SELECT         u8: 0 the base model, 1 the loaded adapter  -> ACK (generation and RUN use it)
 """
 
 import binascii
@@ -38,6 +46,7 @@ FRAME_TIMEOUT_MS = 200
 # frame types: requests below 0x80, answers and events from 0x80
 TYPES = {
     "PING": 0x01, "INFO": 0x02, "GENERATE": 0x03, "CANCEL": 0x04, "STATS": 0x05, "EMBED": 0x06, "READ_VM": 0x07, "RUN": 0x08,
+    "ADAPTER_BEGIN": 0x09, "ADAPTER_CMDS": 0x0A, "ADAPTER_DATA": 0x0B, "ADAPTER_END": 0x0C, "SELECT": 0x0D,
     "ACK": 0x80, "INFO_REPLY": 0x81, "TOKEN": 0x82, "DONE": 0x83, "STATS_REPLY": 0x84, "VM_REPLY": 0x85,
     "ERROR": 0xEE,
 }
@@ -51,6 +60,7 @@ ERRORS = {
     "CONTEXT": 7,           # the prompt does not fit the KV cache
     "BUSY": 8,              # a request other than CANCEL during a GENERATE
     "TOKEN_RANGE": 9,       # a token id outside the vocabulary
+    "ADAPTER": 10,          # an adapter for another base, over capacity, failing its checksum, or none loaded
 }
 DONE_REASONS = {"MAX_TOKENS": 0, "STOP": 1, "CANCELLED": 2, "CONTEXT": 3}
 
@@ -60,10 +70,13 @@ TOKEN_FMT = "<HHHHII"           # index, pos, token, pad, accel cycles of its fo
 # reason, pad, n_new, n_prompt, pad, prefill accel cycles, decode accel cycles, uptime cycles, then each of
 # the accelerator's counters over the request (gateware/counters.py)
 DONE_FMT = "<BBHHHIII" + "I" * len(COUNTERS)
-INFO_FMT = "<HHHHHHHHHHHHBBBBIIII16s32s"
+INFO_FMT = "<HHHHHHHHHHHHBBBBIIII16s32s16sBBBBI"
 INFO_FIELDS = ("protocol", "firmware", "dim", "n_layers", "n_heads", "n_kv_heads", "head_dim", "hidden", "vocab",
                "context", "lanes", "macs_per_lane", "code_bits", "head_bits", "head_signed", "pad", "n_cmds",
-               "layer_cmds", "sys_clk", "max_payload", "model_hash", "model_name")
+               "layer_cmds", "sys_clk", "max_payload", "model_hash", "model_name", "adapter_hash", "adapter_loaded",
+               "adapter_selected", "lora_rank", "pad2", "max_cmds")
+ADAPTER_BEGIN_FMT = "<16s16sHH"  # model hash, adapter hash, commands of its token program, of which layers'
+ADAPTER_DATA_HEADER = "<BBHI"     # kind, bank, n, address
 READ_VM_FMT = "<IH"              # element address, count
 MAX_READ_VM = MAX_PAYLOAD // 8
 STATS_FMT = "<IIIIIIII"
@@ -98,7 +111,8 @@ def c_header():
                  ("MAX_READ_VM", MAX_READ_VM), ("READ_VM_SIZE", struct.calcsize(READ_VM_FMT)),
                  ("GENERATE_SIZE", struct.calcsize(GENERATE_FMT)), ("TOKEN_SIZE", struct.calcsize(TOKEN_FMT)),
                  ("DONE_SIZE", struct.calcsize(DONE_FMT)), ("INFO_SIZE", struct.calcsize(INFO_FMT)),
-                 ("STATS_SIZE", struct.calcsize(STATS_FMT)), ("ERROR_SIZE", struct.calcsize(ERROR_FMT))):
+                 ("STATS_SIZE", struct.calcsize(STATS_FMT)), ("ERROR_SIZE", struct.calcsize(ERROR_FMT)),
+                 ("ADAPTER_BEGIN_SIZE", struct.calcsize(ADAPTER_BEGIN_FMT))):
         lines.append(f"#define PROTO_{k} {v}")
     lines += [f"#define T_{k} 0x{v:02x}" for k, v in TYPES.items()]
     lines += [f"#define ERR_{k} {v}" for k, v in ERRORS.items()]

@@ -6,6 +6,55 @@ from .errors import RomaError
 from .link import Device, LinkError
 
 
+def adapter_hash(dev_lora):
+    """16 bytes (hex) identifying an adapter's device-format weights."""
+    import hashlib
+    h = hashlib.sha256()
+    for key in sorted(dev_lora.paths):
+        p = dev_lora.paths[key]
+        h.update(repr(key).encode())
+        for m in (p.A_dev, p.B_dev):
+            h.update(m.codes.tobytes())
+            h.update(m.er.tobytes())
+    return h.hexdigest()[:32]
+
+
+def load_adapter(device, model, dev_lora):
+    """Load a LoRA adapter (a golden DeviceLora of `model`) into a device and select it: its program
+    (gateware/program.py with the adapter's LoraPlan) and its weights in the H-unit's banks. Returns the
+    device's INFO after."""
+    from roma.gateware.accelerator import CMD_BITS
+    from roma.gateware.lora_image import lora_records
+    from roma.gateware.program import Geometry, LoraPlan, head_program, packed, token_program
+    from roma.host.export import bank_layout, matrix_list
+    from roma.host.golden.lora import padded_rank
+    from roma.host.golden.weights import to_device
+    from roma.soc.config import AccelConfig
+
+    info = device.info()
+    if info["model_hash"] != model.content_hash()[:32]:
+        raise RomaError(f"the adapter is for {model.config.name}; the device holds {info['model_name']} "
+                        f"(weights {info['model_hash'][:12]})")
+    cap = info["lora_rank"]
+    if cap == 0:
+        raise RomaError("the device was built without room for adapters (lora_rank 0)")
+    if dev_lora.rank_padded > padded_rank(cap):
+        raise RomaError(f"adapter rank {dev_lora.rank} is over the device's capacity (rank up to {cap})")
+    cfg = AccelConfig(lanes=info["lanes"], macs_per_lane=info["macs_per_lane"])
+    geo = Geometry.of(model.config, cfg.lanes, info["context"])
+    table = bank_layout([(n, to_device(q)) for n, q in matrix_list(model)], geo.lanes)[3]
+    plan = LoraPlan(geo, dev_lora, model.config)
+    cmds = packed(token_program(geo, table, plan))
+    layer_cmds = len(cmds) - len(head_program(geo))
+    try:
+        device.load_adapter(bytes.fromhex(info["model_hash"]), bytes.fromhex(adapter_hash(dev_lora)), cmds,
+                            layer_cmds, -(-CMD_BITS // 32), lora_records(plan, cfg), cfg.macs_per_lane)
+        device.select_adapter(True)
+    except LinkError as e:
+        raise RomaError(str(e)) from None
+    return device.info()
+
+
 class DeviceTarget:
     """A running device (a board, or a simulator somebody else started) at a pyserial URL."""
 
@@ -20,6 +69,10 @@ class DeviceTarget:
                                 f"(weights {self.info['model_hash'][:12]}), not {model.config.name} ({want[:12]})")
         self.context = self.info["context"]
         self.done = None
+
+    def load_adapter(self, model, dev_lora):
+        """Load a LoRA adapter (a golden DeviceLora of `model`) into the device and select it."""
+        self.info = load_adapter(self.device, model, dev_lora)
 
     def generate(self, tokens, max_new_tokens, params, stop_ids):
         if len(tokens) >= self.context:

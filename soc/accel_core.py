@@ -2,7 +2,7 @@
 reached through CSRs, with auto-incrementing pointers so firmware streams words with one write each.
 
 CSR map (names as csr.json and the generated csr.h give them, prefixed `roma_`):
-  ncmds, pos                  the program length and the position it runs at
+  base, ncmds, pos            the program's first command, its length and the position it runs at
   start (write)               run the program; status.busy is 1 until it has finished
   cmd_adr, cmd_dat            command memory: set the pointer, then each write of cmd_dat stores a command
   vm_adr, vm_wdat, vm_rdat    vector memory by element (word * 32 + element): each vm_wdat write stores one
@@ -30,11 +30,12 @@ class RomaAccel(Module, AutoCSR):
         self.submodules.core = a = accel
         # control -------------------------------------------------------------------------------------------
         self.ncmds = CSRStorage(16, description="Commands in the program")
+        self.base = CSRStorage(16, description="The program's first command")
         self.pos = CSRStorage(16, description="Position the program runs at (for `dyn` fields)")
         self.start = CSR()
         self.status = CSRStatus(fields=[CSRField("busy", size=1, description="The program is running")])
         self.token = CSRStatus(16, description="The last ARGMAX")
-        self.comb += [a.ncmds.eq(self.ncmds.storage), a.pos.eq(self.pos.storage),
+        self.comb += [a.ncmds.eq(self.ncmds.storage), a.base.eq(self.base.storage), a.pos.eq(self.pos.storage),
                       a.start.eq(self.start.re & self.start.r[0]), self.status.fields.busy.eq(a.busy),
                       self.token.status.eq(a.token)]
         # command memory ---------------------------------------------------------------------------------------

@@ -24,6 +24,8 @@ class AccelConfig:
     macs_per_lane: int = 8      # codes multiplied per lane per cycle; a group of 32 takes 32 / macs_per_lane cycles
     code_bits: int = 4          # base-weight code width
     multiplier: str = "dsp"     # "dsp": q * a (MULT18X18D on ECP5); "lut": q selects a broadcast multiple of a
+    lora_rank: int = 0          # adapters of up to this rank (padded to 32) on any projections fit the H-unit's
+                                # SRAM beside the KV cache, loaded over the link; 0: no adapter capacity
     rom_bits: int = 0           # B-ROM capacity (base layers and LM head); 0: as much as the model needs
     sram_bits: int = 0          # H-unit SRAM capacity (KV cache and adapters); 0: as much as needed
 
@@ -36,6 +38,8 @@ class AccelConfig:
             raise ConfigError(f"macs_per_lane={self.macs_per_lane}: must divide the group size {GROUP}")
         if self.lanes < 1:
             raise ConfigError(f"lanes={self.lanes}: must be at least 1")
+        if not 0 <= self.lora_rank <= 64:
+            raise ConfigError(f"lora_rank={self.lora_rank}: the H-unit's LoRA path takes ranks up to 64")
 
     # derived widths: every one follows from the golden model's numerics
     @property
@@ -80,4 +84,6 @@ def default_config(model_config):
     while lanes > 1 and any(r % lanes for r in (model_config.dim, model_config.hidden, model_config.vocab,
                                                 model_config.n_kv_heads * model_config.head_dim)):
         lanes //= 2
-    return AccelConfig(lanes=lanes, macs_per_lane=macs)
+    # the tiny models reserve room for an adapter of rank up to 32 on every projection; SmolLM2's would need
+    # about 80 Mbit of SRAM, so the wide configuration is built without (AccelConfig(lora_rank=...) to add it)
+    return AccelConfig(lanes=lanes, macs_per_lane=macs, lora_rank=0 if big else 32)

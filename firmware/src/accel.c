@@ -21,11 +21,58 @@ static void csr_read_words_lsw(unsigned long addr, uint32_t *lsw_first, int n)
 		lsw_first[n - 1 - i] = csr_read_simple(addr + i * CSR_STEP);
 }
 
+/* the selected program: the base one (from ROM) at command 0, or a loaded adapter's after it */
+static uint16_t prog_base, prog_cmds = ROMA_N_CMDS, prog_layer_cmds = ROMA_LAYER_CMDS;
+
 void accel_load_program(void)
 {
 	roma_cmd_adr_write(0);
 	for (int i = 0; i < ROMA_N_CMDS; i++)
 		csr_write_words(CSR_ROMA_CMD_DAT_ADDR, roma_program[i], CSR_ROMA_CMD_DAT_SIZE);
+}
+
+void accel_select(uint16_t base, uint16_t n_cmds, uint16_t layer_cmds)
+{
+	prog_base = base;
+	prog_cmds = n_cmds;
+	prog_layer_cmds = layer_cmds;
+}
+
+uint16_t accel_program_cmds(void)
+{
+	return prog_cmds;
+}
+
+void accel_write_cmds(uint32_t index, const uint32_t *msw_first, uint32_t count)
+{
+	roma_cmd_adr_write(index);
+	for (uint32_t i = 0; i < count; i++)
+		csr_write_words(CSR_ROMA_CMD_DAT_ADDR, msw_first + i * CSR_ROMA_CMD_DAT_SIZE, CSR_ROMA_CMD_DAT_SIZE);
+}
+
+void accel_h_weights(uint32_t bank, uint32_t adr, const int16_t *elems, uint32_t n_words)
+{
+	uint32_t w[CSR_ROMA_H_W_DAT_SIZE];
+	roma_h_bank_write(bank);
+	roma_h_w_adr_write(adr);
+	for (uint32_t k = 0; k < n_words; k++) {
+		/* MACS 16-bit elements, element j at bits 16j: subregisters most significant first (no elems: zeros) */
+		for (int i = 0; i < CSR_ROMA_H_W_DAT_SIZE; i++) {
+			int lo = 2 * (CSR_ROMA_H_W_DAT_SIZE - 1 - i);
+			w[i] = elems ? (uint16_t)elems[lo] | ((uint32_t)(uint16_t)elems[lo + 1] << 16) : 0;
+		}
+		csr_write_words(CSR_ROMA_H_W_DAT_ADDR, w, CSR_ROMA_H_W_DAT_SIZE);
+		if (elems)
+			elems += ROMA_MACS;
+	}
+}
+
+void accel_h_exponents(uint32_t bank, uint32_t adr, const int8_t *exps, uint32_t n)
+{
+	roma_h_bank_write(bank);
+	roma_h_e_adr_write(adr);
+	for (uint32_t k = 0; k < n; k++)
+		roma_h_e_dat_write((uint8_t)exps[k]);
 }
 
 static int64_t sign_extend(uint64_t v, int bits)
@@ -75,12 +122,13 @@ void accel_embed(uint16_t token)
 
 uint32_t accel_forward(uint16_t pos, int with_head)
 {
-	return accel_run(pos, with_head ? ROMA_N_CMDS : ROMA_LAYER_CMDS);
+	return accel_run(pos, with_head ? prog_cmds : prog_layer_cmds);
 }
 
 uint32_t accel_run(uint16_t pos, uint16_t ncmds)
 {
 	uint32_t c0 = roma_cycles_read();
+	roma_base_write(prog_base);
 	roma_pos_write(pos);
 	roma_ncmds_write(ncmds);
 	roma_start_write(1);

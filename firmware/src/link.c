@@ -21,18 +21,24 @@ static uint8_t crc_bytes[2];
 static uint64_t last_byte;
 static struct frame rx;
 
+/* CRC-16/CCITT-FALSE a byte at a time (the table is made by link_init: bulk loads are CRC-bound otherwise) */
+static uint16_t crc_table[256];
+
 uint16_t frame_crc(const uint8_t *data, uint32_t len, uint16_t crc)
 {
-	for (uint32_t i = 0; i < len; i++) {
-		crc ^= (uint16_t)data[i] << 8;
-		for (int b = 0; b < 8; b++)
-			crc = (crc & 0x8000) ? (uint16_t)((crc << 1) ^ 0x1021) : (uint16_t)(crc << 1);
-	}
+	for (uint32_t i = 0; i < len; i++)
+		crc = (uint16_t)(crc << 8) ^ crc_table[(crc >> 8) ^ data[i]];
 	return crc;
 }
 
 void link_init(void)
 {
+	for (uint32_t i = 0; i < 256; i++) {
+		uint16_t c = (uint16_t)(i << 8);
+		for (int b = 0; b < 8; b++)
+			c = (c & 0x8000) ? (uint16_t)((c << 1) ^ 0x1021) : (uint16_t)(c << 1);
+		crc_table[i] = c;
+	}
 	uart_ev_enable_write(0);
 	uart_ev_pending_write(uart_ev_pending_read());
 	state = S_SYNC0;
@@ -90,7 +96,8 @@ void link_error(uint8_t seq, uint8_t code, uint16_t detail, const char *msg)
 static int known_request(uint8_t t)
 {
 	return t == T_PING || t == T_INFO || t == T_GENERATE || t == T_CANCEL || t == T_STATS || t == T_EMBED ||
-	       t == T_READ_VM || t == T_RUN;
+	       t == T_READ_VM || t == T_RUN || t == T_ADAPTER_BEGIN || t == T_ADAPTER_CMDS || t == T_ADAPTER_DATA ||
+	       t == T_ADAPTER_END || t == T_SELECT;
 }
 
 int link_poll(struct frame *f)
@@ -103,9 +110,10 @@ int link_poll(struct frame *f)
 			   "frame truncated: no byte for the frame timeout");
 		state = S_SYNC0;
 	}
+	int any = 0;
 	while (rx_ready()) {
 		uint8_t c = rx_byte();
-		last_byte = uptime();
+		any = 1;
 		switch (state) {
 		case S_SYNC0:
 			if (c == PROTO_SYNC0)
@@ -157,11 +165,14 @@ int link_poll(struct frame *f)
 				} else {
 					link_stats.frames++;
 					memcpy(f, &rx, sizeof(rx) - PROTO_MAX_PAYLOAD + rx.len);
+					last_byte = uptime();
 					return 1;
 				}
 			}
 			break;
 		}
 	}
+	if (any)
+		last_byte = uptime();
 	return 0;
 }

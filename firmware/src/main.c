@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "accel.h"
+#include "adapter.h"
 #include "link.h"
 #include "roma_config.h"
 #include "sample.h"
@@ -40,6 +41,12 @@ static void send_info(uint8_t seq)
 	q += 16;
 	memset(q, 0, 32);
 	memcpy(q, ROMA_MODEL_NAME, sizeof(ROMA_MODEL_NAME) - 1 < 32 ? sizeof(ROMA_MODEL_NAME) - 1 : 32);
+	q += 32;
+	adapter_info(q, q + 16, q + 17);
+	q += 18;
+	*q++ = ROMA_LORA_RANK;
+	*q++ = 0;
+	q = wr32(q, ROMA_MAX_CMDS);
 	link_send(T_INFO_REPLY, seq, p, sizeof(p));
 }
 
@@ -203,7 +210,7 @@ static void embed(const struct frame *f)
 static void run(const struct frame *f)
 {
 	uint8_t out[8];
-	if (f->len != 4 || rd16(f->payload) >= ROMA_CONTEXT || rd16(f->payload + 2) > ROMA_N_CMDS) {
+	if (f->len != 4 || rd16(f->payload) >= ROMA_CONTEXT || rd16(f->payload + 2) > accel_program_cmds()) {
 		link_error(f->seq, ERR_PAYLOAD, f->len, "RUN takes a position inside the context and a command count");
 		return;
 	}
@@ -243,6 +250,21 @@ int main(void)
 			break;
 		case T_RUN:
 			run(&req);
+			break;
+		case T_ADAPTER_BEGIN:
+			adapter_begin(&req);
+			break;
+		case T_ADAPTER_CMDS:
+			adapter_cmds(&req);
+			break;
+		case T_ADAPTER_DATA:
+			adapter_data(&req);
+			break;
+		case T_ADAPTER_END:
+			adapter_end(&req);
+			break;
+		case T_SELECT:
+			adapter_select(&req);
 			break;
 		}
 	}

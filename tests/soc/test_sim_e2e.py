@@ -1,6 +1,7 @@
 """The SoC in Verilator, end to end on tiny-260k: the firmware runs every layer on the accelerator and streams
-tokens that equal the golden model's, greedy and sampled; and the link survives bad input and faults, the very
-next request on the same running device succeeding each time."""
+tokens that equal the golden model's, greedy and sampled, with and without a LoRA adapter loaded over the link;
+and the link survives bad input and faults, the very next request on the same running device succeeding each
+time."""
 
 import struct
 
@@ -20,7 +21,7 @@ from roma.soc.config import AccelConfig
 pytestmark = [pytest.mark.verilator, pytest.mark.skipif(not verilator_available(), reason="verilator is not on PATH")]
 
 CONTEXT = 64
-CFG = AccelConfig(lanes=8, macs_per_lane=8)
+CFG = AccelConfig(lanes=8, macs_per_lane=8, lora_rank=32)
 
 
 @pytest.fixture(scope="module")
@@ -165,3 +166,71 @@ def test_stats_count_what_happened(device):
     s = device.stats()
     assert s["frames"] > 0 and s["requests"] > 0 and s["tokens"] > 0
     assert s["crc_errors"] >= 1 and s["truncated"] >= 1 and s["bad_frames"] >= 3
+
+
+@pytest.fixture(scope="module")
+def adapter(model, tmp_path_factory):
+    """A real PEFT adapter (rank 5) on q and down of every layer (the simulated link moves about 1 KB per
+    3 s on this machine, so the adapter is kept small; tests/gateware/test_layer.py covers five targets)."""
+    from peft_files import write_adapter
+    from roma.host.lora import load_adapter
+    path = tmp_path_factory.mktemp("adapter") / "ad"
+    write_adapter(path, model, rank=5, b_scale=0.5, targets=("q_proj", "down_proj"))
+    return load_adapter(path, model)
+
+
+def test_adapter_loaded_over_the_link_equals_the_golden_model(device, model, adapter):
+    from roma.gateware.accel_build import build_accelerator
+    from roma.host.golden.lora import DeviceLora
+    from roma.host.targets import adapter_hash, load_adapter
+    dev_lora = DeviceLora(adapter)
+    info = load_adapter(device, model, dev_lora)
+    vm = build_accelerator(model, CFG, CONTEXT).vm
+    try:
+        assert info["adapter_loaded"] and info["adapter_selected"] and info["adapter_hash"] == adapter_hash(dev_lora)
+        # the logits of a forward pass, bit for bit, and the adapter changes them
+        list(device.generate([57], 1, SamplingParams()))
+        logits = device.read_vm(vm["LOGITS"] * GROUP, model.config.vocab)
+        g = GoldenModel(model, context=CONTEXT, lora=dev_lora)
+        assert np.array_equal(logits, g.step([57], g.new_state()))
+        base = GoldenModel(model, context=CONTEXT)
+        assert not np.array_equal(logits, base.step([57], base.new_state()))
+        # tokens with the adapter, then the base model again, then the adapter again
+        prompt = [1, 57, 300]
+        want = list(GoldenTarget(golden_for(model, adapter, CONTEXT)).generate(prompt, 8, SamplingParams(), set()))
+        assert [e.token for e in device.generate(prompt, 8, SamplingParams())] == want
+        device.select_adapter(False)
+        assert [e.token for e in device.generate(prompt, 8, SamplingParams())] == \
+            golden_tokens(model, prompt, 8, SamplingParams())
+        device.select_adapter(True)
+        assert [e.token for e in device.generate(prompt, 4, SamplingParams())] == want[:4]
+    finally:
+        device.select_adapter(False)
+
+
+def test_bad_adapter_loads_are_refused_and_the_base_model_still_runs(device, model, adapter):
+    from roma.host.golden.lora import DeviceLora
+    from roma.host.targets import load_adapter
+
+    def refused(type_, payload):
+        with pytest.raises(LinkError) as e:
+            device.request(P.TYPES[type_], payload)
+        return P.error_name(e.value.code)
+
+    # an adapter for another base model: refused by the host, and by the device (its model hash differs)
+    other = tiny_model("tiny-1m")
+    with pytest.raises(Exception, match="tiny-260k|tiny-1m"):
+        load_adapter(device, other, DeviceLora(adapter))
+    begin = struct.pack(P.ADAPTER_BEGIN_FMT, bytes(16), bytes(16), 10, 8)
+    assert refused("ADAPTER_BEGIN", begin) == "ADAPTER"
+    # data into the KV cache's part of the banks, and a load whose checksum fails
+    begin = struct.pack(P.ADAPTER_BEGIN_FMT, bytes.fromhex(model.content_hash()[:32]), bytes(16), 10, 8)
+    device.request(P.TYPES["ADAPTER_BEGIN"], begin, expect="ACK")
+    kv = struct.pack(P.ADAPTER_DATA_HEADER, 1, 0, 4, 0) + bytes(4)
+    assert refused("ADAPTER_DATA", kv) == "PAYLOAD"
+    assert refused("ADAPTER_END", struct.pack("<I", 12345)) == "ADAPTER"
+    assert refused("SELECT", b"\x01") == "ADAPTER"            # nothing loaded now
+    assert device.info()["adapter_loaded"] == 0
+    prompt = [1, 57, 300]
+    assert [e.token for e in device.generate(prompt, 5, SamplingParams())] == \
+        golden_tokens(model, prompt, 5, SamplingParams())
