@@ -1,0 +1,284 @@
+"""Fit planning: what the ROMA SoC for a model needs on an ECP5 part, against what the part has, before a
+multi-minute synthesis and place-and-route.
+
+Two levels:
+  1. bits (no elaboration): the model's B-ROM (codes, scales, row exponents) plus the KV cache for the context
+     against all the part's block RAM. A model failing this fits no configuration of that part.
+  2. cells: the accelerator is elaborated for each candidate lane count and its memories and multipliers are
+     counted the way yosys's ECP5 flow maps them (memory_libmap's costs: a DP16KD or PDPW16KD costs 128, a
+     TRELLIS_DPR16X4 LUT RAM 4 for RAMs only, soft logic 1/64 per ROM bit and 1 per RAM bit; every `*` of two
+     signals becomes MULT18X18D tiles of 18x18). The SoC around it adds the CPU's memories (VexRiscv
+     "standard": 10 DP16KD, counted from its Verilog), the firmware ROM and the 32 KB SRAM.
+These are estimates of what yosys will do; a build's report (boards/bitstream.py) gives the real figures.
+"""
+
+import math
+from dataclasses import dataclass, field
+
+from roma.host.errors import RomaError
+
+from .ecp5 import BRAM_BITS, PARTS
+
+CPU_DP16KD = 10             # VexRiscv standard: register file (2 read ports) 2, I$ 2 + tags 1, D$ 4 + tags 1
+BRAM_COST, LUTRAM_COST, ROM_LOGIC_COST, RAM_LOGIC_COST = 128, 4, 1 / 64, 1.0
+BRAM_SHAPES = [(16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18)]     # (depth, width) of a DP16KD
+PDP_SHAPE = (512, 36)                                                      # PDPW16KD: one read, one write port
+SIM_HINT = "Run it on the simulator instead: roma generate --model {m} --target sim"
+
+
+# Memories ---------------------------------------------------------------------------------------------------
+
+@dataclass
+class MemMap:
+    name: str
+    width: int
+    depth: int
+    reads: int
+    writes: int
+    rom: bool
+    kind: str = ""          # "bram", "lutram" or "logic"
+    blocks: int = 0         # DP16KD
+    lutram: int = 0         # TRELLIS_DPR16X4
+    ffs: int = 0            # a RAM in soft logic: one flip-flop per bit
+
+    @property
+    def bits(self):
+        return self.width * self.depth
+
+
+def map_memory(width, depth, reads, writes, rom, name=""):
+    """Where yosys's memory_libmap puts a synchronous memory, by its cost model."""
+    m = MemMap(name, width, depth, reads, writes, rom)
+    # block RAM: each DP16KD has two ports; a read-only and a write-only port may use the 36-bit PDP shape
+    shapes = BRAM_SHAPES + ([PDP_SHAPE] if reads == 1 and writes <= 1 else [])
+    per_copy = min(math.ceil(width / w) * math.ceil(depth / d) for d, w in shapes)
+    copies = math.ceil(reads / (2 - writes)) if writes <= 1 else 0
+    blocks = per_copy * copies
+    options = [(BRAM_COST * blocks, "bram")] if copies else []     # two write ports leave no port to read
+    cells = math.ceil(width / 4) * math.ceil(depth / 16) * max(reads, 1)
+    if not rom and writes <= 1:
+        options.append((LUTRAM_COST * cells, "lutram"))
+    options.append(((ROM_LOGIC_COST if rom else RAM_LOGIC_COST) * width * depth, "logic"))
+    m.kind = min(options)[1]
+    m.blocks = blocks if m.kind == "bram" else 0
+    m.lutram = cells if m.kind == "lutram" else 0
+    m.ffs = width * depth if m.kind == "logic" and not rom else 0
+    return m
+
+
+def design_memories(fragment):
+    """Every Migen Memory of an elaborated fragment, mapped."""
+    from migen.fhdl.specials import Memory
+    out = []
+    for s in fragment.specials:
+        if isinstance(s, Memory):
+            # a Migen write port also reads at its address, on the same block RAM port
+            writes = sum(1 for p in s.ports if p.we is not None)
+            reads = sum(1 for p in s.ports if p.we is None) or 1
+            out.append(map_memory(s.width, s.depth, reads, writes, rom=writes == 0,
+                                  name=s.name_override or "mem"))
+    return out
+
+
+# Multipliers ------------------------------------------------------------------------------------------------
+
+def dsp_tiles(wa, wb):
+    """MULT18X18D tiles for a wa x wb product (yosys mul2dsp: 18-bit slices, 17 bits per extra slice)."""
+    def n(w):
+        return 1 if w <= 18 else 1 + math.ceil((w - 18) / 17)
+    return n(wa) * n(wb)
+
+
+def design_multipliers(fragment):
+    """{(width a, width b): count} of every product of two signals in the fragment."""
+    from migen.fhdl.bitcontainer import value_bits_sign
+    from migen.fhdl.structure import Constant
+    from migen.fhdl.visit import NodeVisitor
+
+    found = {}
+
+    class _Visitor(NodeVisitor):
+        def visit_Operator(self, node):
+            if node.op == "*":
+                a, b = node.operands
+                if not isinstance(a, Constant) and not isinstance(b, Constant):
+                    k = (value_bits_sign(a)[0], value_bits_sign(b)[0])
+                    found[k] = found.get(k, 0) + 1
+            self.visit(node.operands)
+
+    v = _Visitor()
+    v.visit(fragment.comb)
+    v.visit(fragment.sync)
+    return found
+
+
+# The plan ---------------------------------------------------------------------------------------------------
+
+@dataclass
+class Need:
+    """What one configuration needs, in the part's cells."""
+    lanes: int
+    macs_per_lane: int
+    multiplier: str
+    dp16kd: dict = field(default_factory=dict)      # by where: B-ROM, KV/LoRA SRAM, vector unit, SoC, ...
+    mult18: dict = field(default_factory=dict)
+    lutram: int = 0
+    ram_ffs: int = 0        # flip-flops of RAMs yosys cannot put in block or LUT RAM
+
+    @property
+    def dp16kd_total(self):
+        return sum(self.dp16kd.values())
+
+    @property
+    def mult18_total(self):
+        return sum(self.mult18.values())
+
+
+@dataclass
+class FitReport:
+    model: str
+    part: str
+    context: int
+    rom_bits: int               # B-ROM: codes, scales, row exponents (host/report.rom_bits)
+    kv_bits: int                # the KV cache (and adapter) SRAM for the context
+    soc_bits: int               # firmware ROM + SRAM + the CPU's memories
+    part_bram_bits: int
+    part_dp16kd: int
+    part_mult18: int
+    part_luts: int
+    part_ffs: int
+    fits: bool
+    reason: str
+    chosen: Need = None
+    tried: list = field(default_factory=list)
+
+    def to_json(self):
+        d = {k: v for k, v in self.__dict__.items() if k not in ("chosen", "tried")}
+        conv = (lambda n: None if n is None else dict(n.__dict__, dp16kd_total=n.dp16kd_total,
+                                                      mult18_total=n.mult18_total))
+        d["chosen"] = conv(self.chosen)
+        d["tried"] = [conv(n) for n in self.tried]
+        return d
+
+
+UNITS = [("L", "L-unit (B-ROM, MAC lanes)"), ("D", "LM head ROM (embedding)"), ("H", "H-unit (KV cache, LoRA)"),
+         ("V", "vector unit"), ("KV", "KV writer")]
+SEQUENCER = "sequencer, command memory"
+SOC = "SoC (CPU, firmware ROM, SRAM)"
+
+
+def lane_candidates(model_config, lanes=None):
+    """Lane counts the accelerator accepts for a model (dividing 32 and every row count), widest first."""
+    c = model_config
+    if lanes:
+        return [lanes]
+    rows = (c.dim, c.hidden, c.vocab, c.n_kv_heads * c.head_dim, c.n_heads * c.head_dim)
+    return [n for n in (32, 16, 8, 4, 2, 1) if all(r % n == 0 for r in rows)]
+
+
+def measure(model, cfg, context):
+    """Need of one configuration: elaborates the accelerator (no files) and counts its cells."""
+    from roma.gateware.accel_build import build_accelerator
+    from roma.gateware.program import token_program
+    from roma.soc.soc import SRAM_SIZE, rom_size_for
+
+    acc = build_accelerator(model, cfg, context)
+    need = Need(cfg.lanes, cfg.macs_per_lane, cfg.multiplier)
+
+    def count(where, frag):
+        for m in design_memories(frag):
+            need.dp16kd[where] = need.dp16kd.get(where, 0) + m.blocks
+            need.lutram += m.lutram
+            need.ram_ffs += m.ffs
+        for (wa, wb), n in design_multipliers(frag).items():
+            need.mult18[where] = need.mult18.get(where, 0) + n * dsp_tiles(wa, wb)
+
+    # a unit's fragment first; the accelerator's own then leaves out the units already taken (Migen)
+    for attr, where in UNITS:
+        unit = getattr(acc.dut, attr, None)
+        if unit is not None:
+            count(where, unit.get_fragment())
+    count(SEQUENCER, acc.dut.get_fragment())
+    rom = map_memory(32, rom_size_for(len(token_program(acc.geo, acc.table))) // 4, 1, 0, rom=True)
+    sram = map_memory(32, SRAM_SIZE // 4, 1, 1, rom=False)
+    need.dp16kd[SOC] = CPU_DP16KD + rom.blocks + sram.blocks
+    need.dp16kd = {k: v for k, v in need.dp16kd.items() if v}
+    need.mult18 = {k: v for k, v in need.mult18.items() if v}
+    return need, acc
+
+
+def plan(model, variant, context=None, lanes=None, macs_per_lane=None, multiplier=None):
+    """The fit of `model` on an ECP5 part ("25F", "45F", "85F"): the widest lane count whose block RAMs and
+    multipliers fit, or the reason none does."""
+    from roma.gateware.accel_build import sram_bits
+    from roma.gateware.program import Geometry
+    from roma.host.report import rom_bits
+    from roma.soc.config import AccelConfig, ConfigError, default_config
+    from roma.soc.soc import SRAM_SIZE, rom_size_for
+
+    part = PARTS[variant]
+    c = model.config
+    base = default_config(c)
+    macs = macs_per_lane or base.macs_per_lane
+    need_rom = rom_bits(model)["total"]
+    soc = CPU_DP16KD * BRAM_BITS + 8 * rom_size_for(0) + 8 * SRAM_SIZE
+
+    def kv_bits(ctx):
+        geo = Geometry.of(c, 1, ctx)
+        return sram_bits(AccelConfig(lanes=1, macs_per_lane=macs), geo.kv_groups_per_bank(), geo.kv_rows_per_bank())
+
+    # without --context: the longest KV cache (a power of two from the model's context down to 32) that fits
+    asked = context
+    contexts = [context] if context else \
+        [x for x in (512, 256, 128, 64, 32) if x <= c.context] or [32]
+    for ctx in contexts:
+        if need_rom + kv_bits(ctx) + soc <= part.bram_bits:
+            break
+    context, kv = ctx, kv_bits(ctx)
+    r = FitReport(c.name, part.name, context, need_rom, kv, soc, part.bram_bits, part.dp16kd, part.mult18,
+                  part.luts, part.ffs, False, "")
+    if need_rom + kv + soc > part.bram_bits:
+        r.reason = (f"{c.name} needs {need_rom / 1e6:,.2f} Mbit of B-ROM + {kv / 1e6:,.2f} Mbit of KV cache "
+                    f"(context {context}{'' if asked else ', the shortest'}) + {soc / 1e6:.2f} Mbit for the SoC = "
+                    f"{(need_rom + kv + soc) / part.bram_bits:,.1f}x the {part.bram_bits / 1e6:.2f} Mbit of block "
+                    f"RAM in an {part.name} ({part.dp16kd} DP16KD); no lane count changes that. "
+                    + SIM_HINT.format(m=c.name))
+        return r
+    # "lut" multipliers exist in the L-unit's MAC lane alone; the whole accelerator elaborates with "dsp" only
+    multipliers = [multiplier or "dsp"]
+    for n in lane_candidates(c, lanes):
+        for mul in multipliers:
+            try:
+                cfg = AccelConfig(lanes=n, macs_per_lane=macs, multiplier=mul)
+                need, _ = measure(model, cfg, context)
+            except ConfigError as e:
+                if lanes:
+                    raise RomaError(str(e)) from e
+                continue
+            except TypeError as e:
+                raise RomaError(f"multiplier={mul!r}: the accelerator does not elaborate with it ({e})") from e
+            r.tried.append(need)
+            if need.dp16kd_total <= part.dp16kd and need.mult18_total <= part.mult18 and need.ram_ffs <= part.ffs:
+                r.fits, r.chosen = True, need
+                r.reason = (f"fits with {n} lanes x {macs} MACs ({mul} multipliers): {need.dp16kd_total} of "
+                            f"{part.dp16kd} DP16KD, {need.mult18_total} of {part.mult18} MULT18X18D")
+                return r
+    best = min(r.tried, key=lambda t: t.dp16kd_total / part.dp16kd + t.mult18_total / part.mult18) \
+        if r.tried else None
+    r.chosen = best
+    if best is None:
+        r.reason = "no lane count is accepted for this model (see `roma export --lanes`)"
+    else:
+        short = []
+        if best.dp16kd_total > part.dp16kd:
+            short.append(f"{best.dp16kd_total} DP16KD of {part.dp16kd}")
+        if best.mult18_total > part.mult18:
+            worst = max(best.mult18, key=best.mult18.get)
+            short.append(f"{best.mult18_total:,} MULT18X18D of {part.mult18} ({best.mult18[worst]:,} in the "
+                         f"{worst})")
+        if best.ram_ffs > part.ffs:
+            short.append(f"{best.ram_ffs:,} flip-flops for RAMs with two write ports, of {part.ffs:,}")
+        r.reason = (f"no configuration fits an {part.name}: at best ({best.lanes} lanes x {best.macs_per_lane} "
+                    f"MACs, {best.multiplier} multipliers) it needs " + " and ".join(short) + ". "
+                    + SIM_HINT.format(m=c.name))
+    return r
