@@ -110,6 +110,8 @@ def make_board_soc(board, variant, model, cfg, context, sys_clk_freq=None, with_
     from roma.gateware.program import token_program
     from roma.soc.soc import RomaSoC, rom_size_for
 
+    if with_ethernet and not board.ethernet:
+        raise RomaError(f"the {board.title} has no Ethernet PHY")
     freq = int(sys_clk_freq or board.sys_clk_freq)
     acc = build_accelerator(model, cfg, context, lora_size=lora_size)
     n_cmds = len(token_program(acc.geo, acc.table))

@@ -119,10 +119,12 @@ class Need:
     lanes: int
     macs_per_lane: int
     multiplier: str
+    context: int = 0
     dp16kd: dict = field(default_factory=dict)      # by where: B-ROM, KV/LoRA SRAM, vector unit, SoC, ...
     mult18: dict = field(default_factory=dict)
     lutram: int = 0
     ram_ffs: int = 0        # flip-flops of RAMs yosys cannot put in block or LUT RAM
+    fixed: dict = field(default_factory=dict)       # what no lane count changes (units outside the lane arrays)
 
     @property
     def dp16kd_total(self):
@@ -162,6 +164,7 @@ class FitReport:
 
 UNITS = [("L", "L-unit (B-ROM, MAC lanes)"), ("D", "LM head ROM (embedding)"), ("H", "H-unit (KV cache, LoRA)"),
          ("V", "vector unit"), ("KV", "KV writer")]
+LANE_ARRAYS = {w for a, w in UNITS if a in ("L", "D", "H")}      # what grows and shrinks with the lane count
 SEQUENCER = "sequencer, command memory"
 SOC = "SoC (CPU, firmware ROM, SRAM)"
 
@@ -184,13 +187,21 @@ def measure(model, cfg, context):
     acc = build_accelerator(model, cfg, context)
     need = Need(cfg.lanes, cfg.macs_per_lane, cfg.multiplier)
 
+    fixed = need.fixed = {"dp16kd": 0, "mult18": 0, "ffs": 0}
+
     def count(where, frag):
+        lane_array = where in LANE_ARRAYS
         for m in design_memories(frag):
             need.dp16kd[where] = need.dp16kd.get(where, 0) + m.blocks
             need.lutram += m.lutram
             need.ram_ffs += m.ffs
+            if not lane_array:
+                fixed["dp16kd"] += m.blocks
+                fixed["ffs"] += m.ffs
         for (wa, wb), n in design_multipliers(frag).items():
             need.mult18[where] = need.mult18.get(where, 0) + n * dsp_tiles(wa, wb)
+            if not lane_array:
+                fixed["mult18"] += n * dsp_tiles(wa, wb)
 
     # a unit's fragment first; the accelerator's own then leaves out the units already taken (Migen)
     for attr, where in UNITS:
@@ -201,9 +212,15 @@ def measure(model, cfg, context):
     rom = map_memory(32, rom_size_for(len(token_program(acc.geo, acc.table))) // 4, 1, 0, rom=True)
     sram = map_memory(32, SRAM_SIZE // 4, 1, 1, rom=False)
     need.dp16kd[SOC] = CPU_DP16KD + rom.blocks + sram.blocks
+    fixed["dp16kd"] += need.dp16kd[SOC]
     need.dp16kd = {k: v for k, v in need.dp16kd.items() if v}
     need.mult18 = {k: v for k, v in need.mult18.items() if v}
     return need, acc
+
+
+def _fixed_over(need, part):
+    f = need.fixed
+    return f["dp16kd"] > part.dp16kd or f["mult18"] > part.mult18 or f["ffs"] > part.ffs
 
 
 def plan(model, variant, context=None, lanes=None, macs_per_lane=None, multiplier=None):
@@ -230,10 +247,9 @@ def plan(model, variant, context=None, lanes=None, macs_per_lane=None, multiplie
     asked = context
     contexts = [context] if context else \
         [x for x in (512, 256, 128, 64, 32) if x <= c.context] or [32]
-    for ctx in contexts:
-        if need_rom + kv_bits(ctx) + soc <= part.bram_bits:
-            break
-    context, kv = ctx, kv_bits(ctx)
+    passing = [x for x in contexts if need_rom + kv_bits(x) + soc <= part.bram_bits]
+    context = (passing or contexts[-1:])[0]
+    kv = kv_bits(context)
     r = FitReport(c.name, part.name, context, need_rom, kv, soc, part.bram_bits, part.dp16kd, part.mult18,
                   part.luts, part.ffs, False, "")
     if need_rom + kv + soc > part.bram_bits:
@@ -244,24 +260,26 @@ def plan(model, variant, context=None, lanes=None, macs_per_lane=None, multiplie
                     + SIM_HINT.format(m=c.name))
         return r
     # "lut" multipliers exist in the L-unit's MAC lane alone; the whole accelerator elaborates with "dsp" only
-    multipliers = [multiplier or "dsp"]
-    for n in lane_candidates(c, lanes):
-        for mul in multipliers:
-            try:
-                cfg = AccelConfig(lanes=n, macs_per_lane=macs, multiplier=mul)
-                need, _ = measure(model, cfg, context)
-            except ConfigError as e:
-                if lanes:
-                    raise RomaError(str(e)) from e
-                continue
-            except TypeError as e:
-                raise RomaError(f"multiplier={mul!r}: the accelerator does not elaborate with it ({e})") from e
-            r.tried.append(need)
-            if need.dp16kd_total <= part.dp16kd and need.mult18_total <= part.mult18 and need.ram_ffs <= part.ffs:
-                r.fits, r.chosen = True, need
-                r.reason = (f"fits with {n} lanes x {macs} MACs ({mul} multipliers): {need.dp16kd_total} of "
-                            f"{part.dp16kd} DP16KD, {need.mult18_total} of {part.mult18} MULT18X18D")
-                return r
+    mul = multiplier or "dsp"
+    for ctx, n in [(x, n) for x in passing for n in lane_candidates(c, lanes)]:
+        try:
+            need, _ = measure(model, AccelConfig(lanes=n, macs_per_lane=macs, multiplier=mul), ctx)
+        except ConfigError as e:
+            if lanes:
+                raise RomaError(str(e)) from e
+            continue
+        except TypeError as e:
+            raise RomaError(f"multiplier={mul!r}: the accelerator does not elaborate with it ({e})") from e
+        need.context = ctx
+        r.tried.append(need)
+        if need.dp16kd_total <= part.dp16kd and need.mult18_total <= part.mult18 and need.ram_ffs <= part.ffs:
+            r.fits, r.chosen, r.context, r.kv_bits = True, need, ctx, kv_bits(ctx)
+            r.reason = (f"fits with {n} lanes x {macs} MACs ({mul} multipliers) and context {ctx}: "
+                        f"{need.dp16kd_total} of {part.dp16kd} DP16KD, {need.mult18_total} of {part.mult18} "
+                        "MULT18X18D")
+            return r
+        if _fixed_over(need, part):
+            break       # what lies outside the lane arrays is too much alone: no lane count or context helps
     best = min(r.tried, key=lambda t: t.dp16kd_total / part.dp16kd + t.mult18_total / part.mult18) \
         if r.tried else None
     r.chosen = best
@@ -278,6 +296,8 @@ def plan(model, variant, context=None, lanes=None, macs_per_lane=None, multiplie
         if best.ram_ffs > part.ffs:
             short.append(f"{best.ram_ffs:,} flip-flops for RAMs with two write ports, of {part.ffs:,}")
         r.reason = (f"no configuration fits an {part.name}: at best ({best.lanes} lanes x {best.macs_per_lane} "
-                    f"MACs, {best.multiplier} multipliers) it needs " + " and ".join(short) + ". "
+                    f"MACs, {best.multiplier} multipliers) it needs " + " and ".join(short) +
+                    (", most of it outside the lane arrays, so no lane count or context helps. "
+                     if _fixed_over(best, part) else ". ")
                     + SIM_HINT.format(m=c.name))
     return r
