@@ -227,3 +227,17 @@ def test_bringup_bitstream(name):
     assert 0 < u["DP16KD"]["used"] <= u["DP16KD"]["available"] == board.part().dp16kd
     assert u["TRELLIS_COMB"]["available"] == board.part().luts
     print(json.dumps({k: r[k] for k in ("board", "part", "fmax_mhz", "utilization", "seconds")}, indent=1))
+
+
+def test_load_command(monkeypatch, capsys):
+    """`roma load` programs with openFPGALoader's board name, or says how to get the tool."""
+    import roma.host.board_cli as bc
+    from roma.host.cli import main
+    calls = []
+    monkeypatch.setattr(bc.shutil, "which", lambda exe: None)
+    assert main(["load", "--board", "ulx3s", "x.bit"]) == 1
+    assert "openFPGALoader not found" in capsys.readouterr().err
+    monkeypatch.setattr(bc.shutil, "which", lambda exe: "/usr/bin/openFPGALoader")
+    monkeypatch.setattr(bc.subprocess, "call", lambda cmd: calls.append(cmd) or 0)
+    assert main(["load", "--board", "colorlight-i9", "--flash", "x.bit"]) == 0
+    assert calls == [["/usr/bin/openFPGALoader", "-b", "colorlight-i9", "-f", "x.bit"]]
