@@ -241,3 +241,38 @@ def test_load_command(monkeypatch, capsys):
     monkeypatch.setattr(bc.subprocess, "call", lambda cmd: calls.append(cmd) or 0)
     assert main(["load", "--board", "colorlight-i9", "--flash", "x.bit"]) == 0
     assert calls == [["/usr/bin/openFPGALoader", "-b", "colorlight-i9", "-f", "x.bit"]]
+
+
+def test_build_report_projects_tok_s(tmp_path, monkeypatch, capsys):
+    """The build's report: nextpnr's figures, and decode tok/s = Fmax / the cycles per token measured in the
+    Verilator run of the same configuration (cached: measured once)."""
+    import roma.boards.bitstream as bs
+    import roma.boards.fit as fit
+    import roma.host.hw_bench as hb
+    from roma.boards.fit import FitReport, Need
+    from roma.host.cli import main
+    monkeypatch.setenv("ROMA_CACHE", str(tmp_path / "cache"))
+    chosen = Need(lanes=8, macs_per_lane=8, multiplier="dsp")
+    monkeypatch.setattr(fit, "plan", lambda model, variant, **k: FitReport(
+        model.config.name, "LFE5U-85F", 128, 1, 1, 1, 1, 208, 156, 83640, 83640, True, "fits", chosen))
+    report = {"board": "ulx3s", "title": "Radiona ULX3S", "variant": "85F", "part": "LFE5U-85F",
+              "model": "tiny-260k", "lanes": 8, "macs_per_lane": 8, "context": 128, "sys_clk_hz": 50e6,
+              "fmax_mhz": 60.0, "timing_met": True, "seconds": {"yosys": 1.0},
+              "utilization": {"DP16KD": {"used": 150, "available": 208}}, "bitstream": "x.bit"}
+    folder = tmp_path / "build"
+    folder.mkdir()
+    seen = []
+    monkeypatch.setattr(bs, "build_bitstream", lambda board, model, cfg, context, **k: (
+        seen.append((cfg.lanes, cfg.macs_per_lane, context)), bs.BoardBuild(folder, folder / "x.bit", report, False))[1])
+    benches = []
+    monkeypatch.setattr(hb, "hw_bench", lambda model, cfg, context, **k: benches.append(context) or
+                        {"decode_cycles_per_token": 6000.0})
+    out = tmp_path / "r.json"
+    for _ in range(2):
+        assert main(["build", "--board", "ulx3s", "--json", str(out)]) == 0
+    assert seen == [(8, 8, 128)] * 2 and benches == [128]           # the second build reads the cached count
+    r = json.loads(out.read_text())
+    assert r["projected_decode_tok_s"] == pytest.approx(60e6 / 6000) and r["decode_tok_s_at_clk"] == 50e6 / 6000
+    text = capsys.readouterr().out
+    assert "10,000 tok/s at Fmax" in text and "8,333 at 50 MHz" in text
+    assert re.search(r"DP16KD\s+150\s+208\s+72\.1", text)
