@@ -276,3 +276,13 @@ def test_build_report_projects_tok_s(tmp_path, monkeypatch, capsys):
     text = capsys.readouterr().out
     assert "10,000 tok/s at Fmax" in text and "8,333 at 50 MHz" in text
     assert re.search(r"DP16KD\s+150\s+208\s+72\.1", text)
+
+
+def test_progress_status_and_failing_step(tmp_path):
+    from roma.boards.bitstream import _status, run_step
+    assert _status("4.13.4. Executing OPT_REDUCE pass (consolidate).") == "OPT_REDUCE pass (consolidate)"
+    assert _status("Info: Running router2...") == "Running router2..."
+    assert _status("Info:      1000 |   2000 ") is None and _status("random text") is None
+    assert run_step("ok", ["true"], tmp_path, tmp_path / "ok.log", progress=False) >= 0
+    with pytest.raises(RomaError, match=r"(?s)fails failed \(log: .*fails\.log\):\nboom"):
+        run_step("fails", ["sh", "-c", "echo boom; exit 3"], tmp_path, tmp_path / "fails.log", progress=False)
