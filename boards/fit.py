@@ -7,7 +7,8 @@ Two levels:
   2. cells: the accelerator is elaborated for each candidate lane count and its memories and multipliers are
      counted the way yosys's ECP5 flow maps them (memory_libmap's costs: a DP16KD or PDPW16KD costs 128, a
      TRELLIS_DPR16X4 LUT RAM 4 for RAMs only, soft logic 1/64 per ROM bit and 1 per RAM bit; every `*` of two
-     signals becomes MULT18X18D tiles of 18x18). The SoC around it adds the CPU's memories (VexRiscv
+     signals becomes ceil(a/18) x ceil(b/18) MULT18X18D; a ROM in soft logic costs about one LUT4 per 12 bits
+     per read port: 16 bits per LUT plus its multiplexer tree). The SoC around it adds the CPU's memories (VexRiscv
      "standard": 10 DP16KD, counted from its Verilog), the firmware ROM and the 32 KB SRAM.
 These are estimates of what yosys will do; a build's report (boards/bitstream.py) gives the real figures.
 """
@@ -23,6 +24,7 @@ CPU_DP16KD = 10             # VexRiscv standard: register file (2 read ports) 2,
 BRAM_COST, LUTRAM_COST, ROM_LOGIC_COST, RAM_LOGIC_COST = 128, 4, 1 / 64, 1.0
 BRAM_SHAPES = [(16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18)]     # (depth, width) of a DP16KD
 PDP_SHAPE = (512, 36)                                                      # PDPW16KD: one read, one write port
+ROM_BITS_PER_LUT = 12      # a LUT4 holds 16 bits; the multiplexer tree over them costs about a third more
 SIM_HINT = "Run it on the simulator instead: roma generate --model {m} --target sim"
 
 
@@ -40,6 +42,7 @@ class MemMap:
     blocks: int = 0         # DP16KD
     lutram: int = 0         # TRELLIS_DPR16X4
     ffs: int = 0            # a RAM in soft logic: one flip-flop per bit
+    luts: int = 0           # a ROM in soft logic: LUT4s of its read ports
 
     @property
     def bits(self):
@@ -63,6 +66,7 @@ def map_memory(width, depth, reads, writes, rom, name=""):
     m.blocks = blocks if m.kind == "bram" else 0
     m.lutram = cells if m.kind == "lutram" else 0
     m.ffs = width * depth if m.kind == "logic" and not rom else 0
+    m.luts = math.ceil(width * depth / ROM_BITS_PER_LUT) * reads if m.kind == "logic" and rom else 0
     return m
 
 
@@ -124,6 +128,7 @@ class Need:
     mult18: dict = field(default_factory=dict)
     lutram: int = 0
     ram_ffs: int = 0        # flip-flops of RAMs yosys cannot put in block or LUT RAM
+    rom_luts: int = 0       # LUT4s of ROMs in soft logic (tables read by many ports at once)
     fixed: dict = field(default_factory=dict)       # what no lane count changes (units outside the lane arrays)
 
     @property
@@ -187,7 +192,7 @@ def measure(model, cfg, context):
     acc = build_accelerator(model, cfg, context)
     need = Need(cfg.lanes, cfg.macs_per_lane, cfg.multiplier)
 
-    fixed = need.fixed = {"dp16kd": 0, "mult18": 0, "ffs": 0}
+    fixed = need.fixed = {"dp16kd": 0, "mult18": 0, "ffs": 0, "luts": 0}
 
     def count(where, frag):
         lane_array = where in LANE_ARRAYS
@@ -195,9 +200,11 @@ def measure(model, cfg, context):
             need.dp16kd[where] = need.dp16kd.get(where, 0) + m.blocks
             need.lutram += m.lutram
             need.ram_ffs += m.ffs
+            need.rom_luts += m.luts
             if not lane_array:
                 fixed["dp16kd"] += m.blocks
                 fixed["ffs"] += m.ffs
+                fixed["luts"] += m.luts
         for (wa, wb), n in design_multipliers(frag).items():
             need.mult18[where] = need.mult18.get(where, 0) + n * dsp_tiles(wa, wb)
             if not lane_array:
@@ -220,7 +227,7 @@ def measure(model, cfg, context):
 
 def _fixed_over(need, part):
     f = need.fixed
-    return f["dp16kd"] > part.dp16kd or f["mult18"] > part.mult18 or f["ffs"] > part.ffs
+    return f["dp16kd"] > part.dp16kd or f["mult18"] > part.mult18 or f["ffs"] > part.ffs or f["luts"] > part.luts
 
 
 def plan(model, variant, context=None, lanes=None, macs_per_lane=None, multiplier=None):
@@ -272,7 +279,8 @@ def plan(model, variant, context=None, lanes=None, macs_per_lane=None, multiplie
             raise RomaError(f"multiplier={mul!r}: the accelerator does not elaborate with it ({e})") from e
         need.context = ctx
         r.tried.append(need)
-        if need.dp16kd_total <= part.dp16kd and need.mult18_total <= part.mult18 and need.ram_ffs <= part.ffs:
+        if need.dp16kd_total <= part.dp16kd and need.mult18_total <= part.mult18 and need.ram_ffs <= part.ffs \
+                and need.rom_luts <= part.luts:
             r.fits, r.chosen, r.context, r.kv_bits = True, need, ctx, kv_bits(ctx)
             r.reason = (f"fits with {n} lanes x {macs} MACs ({mul} multipliers) and context {ctx}: "
                         f"{need.dp16kd_total} of {part.dp16kd} DP16KD, {need.mult18_total} of {part.mult18} "
@@ -295,6 +303,8 @@ def plan(model, variant, context=None, lanes=None, macs_per_lane=None, multiplie
                          f"{worst})")
         if best.ram_ffs > part.ffs:
             short.append(f"{best.ram_ffs:,} flip-flops for RAMs with two write ports, of {part.ffs:,}")
+        if best.rom_luts > part.luts:
+            short.append(f"about {best.rom_luts:,} LUT4s for tables read by many ports at once, of {part.luts:,}")
         r.reason = (f"no configuration fits an {part.name}: at best ({best.lanes} lanes x {best.macs_per_lane} "
                     f"MACs, {best.multiplier} multipliers) it needs " + " and ".join(short) +
                     (", most of it outside the lane arrays, so no lane count or context helps. "

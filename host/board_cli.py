@@ -47,6 +47,8 @@ def format_fit(r, board):
         lines.append(f"  {'LUT RAM (TRELLIS_DPR16X4)':34}{n.lutram:>14,}")
         if n.ram_ffs:
             lines.append(f"  {'FFs of RAMs in soft logic':34}{n.ram_ffs:>14,}{r.part_ffs:>16,}")
+        if n.rom_luts:
+            lines.append(f"  {'LUT4s of ROMs in soft logic':34}{n.rom_luts:>14,}{r.part_luts:>16,}")
     lines.append(("fits: " if r.fits else "does not fit: ") + r.reason)
     return "\n".join(lines)
 

@@ -117,6 +117,9 @@ def test_memory_mapping_rules():
     assert map_memory(8, 64, 1, 0, rom=True).kind == "logic"
     m = map_memory(8, 32, 1, 1, rom=False)
     assert (m.kind, m.lutram) == ("lutram", 2 * 2)
+    # a table read by 64 ports at once (the vector unit's sigmoid, twice per element): soft logic, per port
+    m = map_memory(17, 2049, 64, 0, rom=True)
+    assert (m.kind, m.luts) == ("logic", -(-17 * 2049 // 12) * 64)
     # two write ports fit no block RAM port pair: flip-flops
     m = map_memory(1536, 100, 3, 2, rom=False)
     assert (m.kind, m.blocks, m.ffs) == ("logic", 0, 153_600)
@@ -139,6 +142,7 @@ def test_fit_tiny_on_85f(tiny):
     assert n.mult18["vector unit"] > 156 and n.mult18_total > r.part_mult18
     assert n.mult18["L-unit (B-ROM, MAC lanes)"] == 8 * 8 + 8 * 4   # a tile per MAC, four per lane's scale stage
     assert "vector unit" in r.reason and "MULT18X18D of 156" in r.reason
+    assert n.rom_luts > r.part_luts and n.ram_ffs > r.part_ffs and "no lane count or context helps" in r.reason
     assert "roma generate --model tiny-260k --target sim" in r.reason
 
 
