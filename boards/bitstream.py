@@ -48,8 +48,6 @@ def tool(name):
 def tool_versions():
     """What the cache key records of the toolchain: native tools by path, YoWASP ones by package version."""
     from importlib import metadata
-
-    import litex  # noqa: F401
     v = {"litex": metadata.version("litex"), "litex-boards": metadata.version("litex-boards")}
     for name in ("yosys", "nextpnr-ecp5", "ecppack"):
         exe = tool(name)

@@ -9,7 +9,6 @@ from .errors import RomaError
 
 
 def _board_args(p, model_default="tiny-260k"):
-    from roma.boards import BOARD_MODULES  # noqa: F401  (the list the help names)
     p.add_argument("--board", required=True, help="ulx3s, colorlight-i5, colorlight-i9, orangecrab, ecpix5")
     p.add_argument("--variant", help="part size where the board comes in several (ulx3s: 85F (default), 45F, "
                                      "25F; orangecrab: 25F (default), 85F)")
