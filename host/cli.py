@@ -1,4 +1,4 @@
-"""The `roma` command: info, generate, eval, export, make-adapter, bench."""
+"""The `roma` command: info, generate, eval, export, make-adapter, bench; fit, build, load (board_cli.py)."""
 
 import argparse
 import json
@@ -304,20 +304,23 @@ def build_parser():
     p.add_argument("--clock-mhz", type=float, default=50.0, help="sim: clock for the projected tok/s")
     p.add_argument("--png", help="sim: chart file (default bench-MODEL.png)")
     p.set_defaults(func=cmd_bench)
+
+    from .board_cli import register
+    register(sub)
     return ap
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
-        args.func(args)
+        rc = args.func(args)
     except RomaError as e:
         print(f"roma: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("roma: interrupted", file=sys.stderr)
         return 130
-    return 0
+    return rc or 0
 
 
 if __name__ == "__main__":

