@@ -1,11 +1,12 @@
 """The Verilator "board": the ROMA SoC for a model, its ROM images baked in, the UART on a TCP port.
 
 build_sim() makes (or finds in the cache) two things, each keyed by a hash of what it is made from:
-  gateware   the SoC's Verilog, its memory init files and the compiled Verilator model (obj_dir/Vsim);
+  gateware   the SoC's Verilog, its memory images and the compiled Verilator model (obj_dir/Vsim; the recipe
+             and why the memories are binary images loaded at construction: boards/sim_build.py);
              key: the model's weights, the accelerator configuration, the context, every gateware/soc source,
-             the LiteX and Verilator versions
+             the build recipe, the LiteX and Verilator versions
   firmware   firmware.bin, compiled against that SoC's generated headers; key: firmware sources + headers
-A run (SimRunner) gets a folder of its own holding links to the gateware's init files, the firmware as the
+A run (SimRunner) gets a folder of its own holding links to the gateware's memory images, the firmware as the
 ROM's init file and a sim_config.js naming its TCP port, so one compiled model serves any firmware and port.
 """
 
@@ -25,9 +26,10 @@ from roma.host.errors import RomaError
 
 from .sim_platform import SYS_CLK_FREQ, make_soc
 
-FORMAT = 1                  # bump when the recipe changes in a way the hashed inputs do not show
+FORMAT = 2                  # bump when the recipe changes in a way the hashed inputs do not show
 ROOT = Path(__file__).resolve().parent.parent
-HW_SOURCES = ["gateware", "soc", "boards/sim_platform.py", "host/golden", "host/export.py", "host/model.py"]
+HW_SOURCES = ["gateware", "soc", "boards/sim_platform.py", "boards/sim_build.py", "boards/sim_veril.cpp",
+              "host/golden", "host/export.py", "host/model.py"]
 
 
 def _tree_hash(paths, suffixes=(".py", ".c", ".h", ".cpp", ".S", ".ld", "Makefile")):
@@ -175,13 +177,17 @@ def _build_gateware(model, cfg, context, lora_size, gw, progress):
             raise RomaError(f"the SoC build failed ({e}); its log: {gw / 'litex.log'}") from e
         finally:
             os.chdir(cwd)
+    from .sim_build import preload_memories, verilate
     rom_init = _rom_init_name(gw / "gateware" / "sim.v")
-    env = dict(os.environ, MAKEFLAGS="OPT_FAST=-O2")
+    with _Progress("converting the memory images", progress):
+        mems = preload_memories(gw / "gateware", keep={rom_init})
     with _Progress("compiling the Verilator model (a few minutes the first time)", progress):
-        _run(["bash", "build_sim.sh"], gw / "gateware", gw / "verilator.log", env=env)
+        verilate(gw / "gateware", gw / "verilator.log")
     info = {"model": model.config.name, "lanes": cfg.lanes, "macs_per_lane": cfg.macs_per_lane,
             "context": acc.geo.context, "rom_init": rom_init, "lora_groups": acc.lora_groups,
-            "lora_rows": acc.lora_rows, "rom_words": soc.integrated_rom_size // 4}
+            "lora_rows": acc.lora_rows, "rom_words": soc.integrated_rom_size // 4,
+            "cmds_preloaded": len(acc.dut.cmds.init),
+            "image_bytes": sum(m["bytes"] for m in mems if m["file"])}
     (gw / "build.json").write_text(json.dumps(info, indent=1))
 
 
@@ -224,7 +230,7 @@ class SimRunner:
         gw = self.build.gateware / "gateware"
         self.dir = Path(tempfile.mkdtemp(prefix="roma-sim-", dir=cache_dir("runs")))
         for f in gw.iterdir():
-            if (f.suffix == ".init" and f.name != self.build.rom_init) or f.name == "modules":
+            if (f.suffix in (".init", ".bin") and f.name != self.build.rom_init) or f.name == "modules":
                 (self.dir / f.name).symlink_to(f)
         depth = int(self.build.info["rom_words"])
         words = get_mem_data(str(self.build.firmware), data_width=32, endianness="little")
@@ -244,6 +250,14 @@ class SimRunner:
             raise RomaError(f"the simulator exited with {self.proc.returncode}: "
                             f"{(self.dir / 'sim.log').read_text(errors='replace')[-2000:]}")
         return self        # its TCP bridge listens within a second: the link client retries its connect
+
+    def gone(self):
+        """None while the simulator runs; once it has exited, what it said last (for the link's errors)."""
+        if self.proc is None or self.proc.poll() is None:
+            return None
+        self.log.flush()
+        tail = (self.dir / "sim.log").read_text(errors="replace")[-1500:].strip()
+        return f"the simulator exited with {self.proc.returncode}" + (f": {tail}" if tail else "")
 
     def stop(self):
         if self.proc is not None and self.proc.poll() is None:

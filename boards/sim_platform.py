@@ -19,11 +19,18 @@ def make_soc(model, cfg, context, lora_size, rom_init=None):
     from litex.build.sim import SimPlatform
 
     from roma.gateware.accel_build import build_accelerator
+    from roma.firmware.build import token_cmds
     from roma.soc.soc import RomaSoC, rom_size_for
 
     acc = build_accelerator(model, cfg, context, lora_size=lora_size)
+    program = token_cmds(acc)
+    n_cmds = len(program)
+    # the command memory starts out holding the token program (as a bitstream would initialize it), so the
+    # firmware need not write it through CSRs at boot: 9 CSR writes a command, some 300k cycles for SmolLM2's
+    # 2,735 commands, which are 40 s in simulation (firmware/build.py tells the firmware: ROMA_CMDS_PRELOADED)
+    acc.dut.cmds.init = program
     platform = SimPlatform("SIM", sim_io())
-    soc = RomaSoC(platform, SYS_CLK_FREQ, acc, cfg, rom_size_for(acc.n_cmds), rom_init=rom_init, uart_name="sim")
+    soc = RomaSoC(platform, SYS_CLK_FREQ, acc, cfg, rom_size_for(n_cmds), rom_init=rom_init, uart_name="sim")
     from litex.build.io import CRG
     soc.crg = CRG(platform.request("sys_clk"))
     return soc, acc

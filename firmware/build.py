@@ -4,12 +4,14 @@ with LiteX's software build against the SoC's generated csr.h/soc.h and librarie
 Generated (write-if-changed, in <soc>/firmware-gen/):
   roma_protocol.h   host/protocol.py: frame format, types, errors, payload sizes
   roma_config.h     the model's geometry, the accelerator configuration, VM regions, the token program (the
-                    command words gateware/program.py makes; dyn fields take the position in hardware), the
-                    sampler's constants and exp2 table (host/golden)
+                    command words gateware/program.py makes; dyn fields take the position in hardware) unless
+                    the SoC's command memory starts out holding it (ROMA_CMDS_PRELOADED: the SoC build's
+                    build.json says so), the sampler's constants and exp2 table (host/golden)
 The compiled firmware is cached by a hash of its sources and every header it includes.
 """
 
 import hashlib
+import json
 import shutil
 from pathlib import Path
 
@@ -25,16 +27,16 @@ def _c_array(name, ctype, rows):
     return f"static const {ctype} {name}[{len(rows)}][{len(rows[0])}] = {{\n{body}\n}};\n"
 
 
-def config_header(model, acc, cfg):
+def config_header(model, acc, cfg, cmds_preloaded=False):
     from roma.gateware.accelerator import CMD_BITS
     from roma.gateware.counters import COUNTERS
-    from roma.gateware.program import head_program, packed, token_program
+    from roma.gateware.program import head_program
     from roma.host.golden import functions as F
     from roma.host.golden import sampler as S
     from roma.host.golden.numerics import GROUP, VEC_BITS, VEC_FRAC
 
     c, geo = model.config, acc.geo
-    cmds = packed(token_program(geo, acc.table))
+    cmds = token_cmds(acc)
     n_words = -(-CMD_BITS // 32)
     rows = [[(w >> (32 * (n_words - 1 - k))) & 0xFFFFFFFF for k in range(n_words)] for w in cmds]
     digest = bytes.fromhex(model.content_hash())[:16]
@@ -49,6 +51,7 @@ def config_header(model, acc, cfg):
         "MAX_TOP_K": S.MAX_TOP_K, "TEMP_FRAC": S.TEMP_FRAC, "TOP_P_FRAC": S.TOP_P_FRAC,
         "DEFAULT_SEED": f"0x{S.DEFAULT_SEED:08x}u", "EXP_IN_MAX": f"{F.EXP_IN_MAX}LL", "LOG2E_Q": f"{F.LOG2E_Q}LL",
         "EXP_TABLE_BITS": F.EXP_TABLE_BITS, "N_COUNTERS": len(COUNTERS),
+        "CMDS_PRELOADED": int(bool(cmds_preloaded)),
         # the command memory (the base program at 0, an adapter's after it) and the H-unit banks' adapter part
         "MAX_CMDS": acc.max_cmds, "LORA_RANK": cfg.lora_rank,
         "KV_WORDS": geo.kv_groups_per_bank() * cfg.beats_per_group, "LORA_WORDS": acc.lora_groups * cfg.beats_per_group,
@@ -62,9 +65,16 @@ def config_header(model, acc, cfg):
     out.append("#define ROMA_COUNTERS(X) " + " ".join(f"X({n})" for n in COUNTERS))
     out.append("static const uint8_t roma_model_hash[16] = {" + ", ".join(str(b) for b in digest) + "};")
     out.append("static const int32_t roma_exp2_table[] = {" + ", ".join(str(int(v)) for v in F.EXP2_TABLE) + "};")
-    out.append("/* the token program: every layer, then the head; words most significant first (CSR order) */")
-    out.append(_c_array("roma_program", "uint32_t", rows))
+    if not cmds_preloaded:
+        out.append("/* the token program: every layer, then the head; words most significant first (CSR order) */")
+        out.append(_c_array("roma_program", "uint32_t", rows))
     return "\n".join(out) + "\n"
+
+
+def token_cmds(acc):
+    """The token program's command words (boards/sim_platform.py preloads the same into the SoC)."""
+    from roma.gateware.program import packed, token_program
+    return packed(token_program(acc.geo, acc.table))
 
 
 def build_firmware(gw, model, cfg, context=None, lora_size=None, progress=True):
@@ -73,7 +83,12 @@ def build_firmware(gw, model, cfg, context=None, lora_size=None, progress=True):
 
     gen = Path(gw) / "firmware-gen"
     acc = build_accelerator(model, cfg, context, lora_size=lora_size)
-    write_if_changed(gen / "roma_config.h", config_header(model, acc, cfg))
+    built = Path(gw) / "build.json"
+    preloaded = json.loads(built.read_text()).get("cmds_preloaded", 0) if built.exists() else 0
+    if preloaded and preloaded != len(token_cmds(acc)):
+        raise RomaError(f"the SoC's command memory holds {preloaded} commands, the token program has "
+                        f"{len(token_cmds(acc))}: the SoC build is stale")
+    write_if_changed(gen / "roma_config.h", config_header(model, acc, cfg, cmds_preloaded=bool(preloaded)))
     write_if_changed(gen / "roma_protocol.h", protocol.c_header())
     h = hashlib.sha256()
     inputs = sorted((SRC / "src").iterdir()) + [SRC / "Makefile"] + sorted(gen.iterdir()) + \

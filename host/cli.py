@@ -108,8 +108,12 @@ def _device_target(args, model, context):
     if args.target == "sim":
         from .targets import SimTarget
         if model.config.layer_macs() * model.config.n_layers > 10_000_000:
-            print(f"roma: warning: {model.config.name} on the simulated SoC is not verified yet (it builds, but a "
-                  f"token takes minutes at 32 lanes); tiny-260k is (see README)", file=sys.stderr)
+            # measured for SmolLM2-135M on 32 x 32 MACs: its Verilator model runs about 8k cycles a second, a
+            # forward pass is 133k-162k cycles, the firmware's embedding lookup about 30k more
+            print(f"roma: note: {model.config.name} on the simulated SoC takes about 20 s of wall time per "
+                  f"position, prompt included (the Verilator model runs some 8k cycles/s); prefer --raw and a "
+                  f"short prompt, and greedy decoding: sampling reads every logit over CSRs (minutes a token)",
+                  file=sys.stderr)
         ctx = args.context or min(model.config.context, SIM_CONTEXT)
         return SimTarget(model, _accel_config(args, model), context=ctx, progress=not args.quiet)
     from .targets import DeviceTarget

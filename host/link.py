@@ -31,25 +31,33 @@ class Frame:
 
 
 class Link:
-    """Frames over a byte stream, with resynchronisation on garbage and CRC checks on every frame."""
+    """Frames over a byte stream, with resynchronisation on garbage and CRC checks on every frame.
 
-    def __init__(self, port, timeout=30.0):
+    timeout: seconds recv() waits for a frame (None: no limit). alive: for a device this process runs (the
+    simulator), a callable that returns None while it runs and why it stopped once it has: recv() then fails
+    at once instead of waiting out its timeout."""
+
+    def __init__(self, port, timeout=30.0, alive=None):
         self.port = port
         self.timeout = timeout
+        self.alive = alive
         self.seq = 0
         self.buf = bytearray()
         self.dropped = 0            # frames from the device that failed their CRC
 
     @classmethod
-    def open(cls, url, timeout=30.0, baudrate=1000000, connect_timeout=10.0):
+    def open(cls, url, timeout=30.0, baudrate=1000000, connect_timeout=10.0, alive=None):
         """A socket:// URL is retried for connect_timeout seconds (a simulator may still be starting)."""
         import serial
         deadline = time.monotonic() + connect_timeout
         while True:
             try:
                 port = serial.serial_for_url(url, baudrate=baudrate, timeout=0.05)
-                return cls(port, timeout)
+                return cls(port, timeout, alive)
             except (serial.SerialException, ValueError, OSError) as e:
+                gone = alive() if alive else None
+                if gone:
+                    raise LinkError(gone) from None
                 if not url.startswith("socket://") or time.monotonic() > deadline:
                     raise LinkError(f"cannot open {url}: {e}") from None
                 time.sleep(0.2)
@@ -75,16 +83,25 @@ class Link:
     def recv(self, timeout=None):
         """The next well-formed frame from the device; garbage before a SYNC and frames with a bad CRC are
         skipped (and counted)."""
-        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        limit = self.timeout if timeout is None else timeout
+        deadline = None if limit is None else time.monotonic() + limit
         while True:
             f = self._parse()
             if f is not None:
                 return f
-            if time.monotonic() > deadline:
-                raise LinkError(f"no answer from the device within {self.timeout if timeout is None else timeout} s")
-            chunk = self.port.read(4096)
+            if deadline is not None and time.monotonic() > deadline:
+                raise LinkError(f"no answer from the device within {limit} s")
+            try:
+                chunk = self.port.read(4096)
+            except OSError as e:                  # pyserial's SerialException: e.g. the socket was closed
+                gone = self.alive() if self.alive is not None else None
+                raise LinkError(gone or f"the link to the device broke: {e}") from None
             if chunk:
                 self.buf += chunk
+            elif self.alive is not None:
+                gone = self.alive()
+                if gone:
+                    raise LinkError(gone)
 
     def _parse(self):
         while True:
@@ -146,10 +163,11 @@ class Device:
         self.last_done = None
 
     @classmethod
-    def open(cls, url, timeout=30.0, ready_timeout=60.0):
+    def open(cls, url, timeout=30.0, ready_timeout=60.0, alive=None):
         """Connects and waits until the device answers a PING (a simulator drops bytes sent while its SoC is
-        still in reset; a board may be booting): each unanswered PING is sent again after a second."""
-        dev = cls(Link.open(url, timeout))
+        still in reset; a board may be booting): each unanswered PING is sent again after a second.
+        timeout and alive: see Link."""
+        dev = cls(Link.open(url, timeout, alive=alive))
         deadline = time.monotonic() + ready_timeout
         while True:
             seq = dev.link.send(P.TYPES["PING"], b"ready?")
@@ -159,9 +177,10 @@ class Device:
                     if f.type == P.TYPES["ACK"] and f.seq == seq:
                         return dev
             except LinkError:
-                if time.monotonic() > deadline:
+                gone = alive() if alive else None
+                if gone or time.monotonic() > deadline:
                     dev.close()
-                    raise LinkError(f"no answer from {url} within {ready_timeout} s") from None
+                    raise LinkError(gone or f"no answer from {url} within {ready_timeout} s") from None
 
     def close(self):
         self.link.close()

@@ -56,11 +56,18 @@ def load_adapter(device, model, dev_lora):
 
 
 class DeviceTarget:
-    """A running device (a board, or a simulator somebody else started) at a pyserial URL."""
+    """A running device (a board, or a simulator somebody else started) at a pyserial URL.
 
-    def __init__(self, url, model=None, timeout=60.0):
+    timeout: how long to wait for each frame; "auto" is a minute for a board and no limit at a socket:// URL,
+    which is most likely a simulator (`roma sim`), whose forward passes of a large model take tens of seconds
+    each while the firmware prefills the prompt in silence (a simulator that exits closes the socket, which
+    ends the wait)."""
+
+    def __init__(self, url, model=None, timeout="auto", ready_timeout=60.0, alive=None):
+        if timeout == "auto":
+            timeout = None if url.startswith("socket://") else 60.0
         self.name = url
-        self.device = Device.open(url, timeout=timeout)
+        self.device = Device.open(url, timeout=timeout, ready_timeout=ready_timeout, alive=alive)
         self.info = self.device.info()
         if model is not None:
             want = model.content_hash()[:32]
@@ -93,14 +100,19 @@ class DeviceTarget:
 
 class SimTarget(DeviceTarget):
     """The SoC in Verilator: built (or found in the cache) for the model and an accelerator configuration,
-    started on a free local port, stopped by close()."""
+    started on a free local port, stopped by close().
+
+    The link waits for frames as long as the simulator runs (and fails as soon as it exits): a simulated
+    forward pass of a large model takes tens of seconds of wall time, and the firmware says nothing while it
+    prefills the prompt, so no fixed timeout fits every model and prompt."""
 
     def __init__(self, model, cfg, context=None, progress=True):
         from roma.boards.sim import SimRunner, build_sim
         self.build = build_sim(model, cfg, context=context, progress=progress)
         self.runner = SimRunner(self.build).start()
         try:
-            DeviceTarget.__init__(self, self.runner.url, model, timeout=600.0)
+            DeviceTarget.__init__(self, self.runner.url, model, timeout=None, ready_timeout=600.0,
+                                  alive=self.runner.gone)
         except BaseException:
             self.runner.stop()
             raise

@@ -8,12 +8,14 @@
 
 _Static_assert(ROMA_CMD_WORDS == CSR_ROMA_CMD_DAT_SIZE, "command width: roma_config.h and the SoC disagree");
 
+#if !ROMA_CMDS_PRELOADED
 /* a CSR wider than 64 bits: subregisters hold the most significant word first */
 static void csr_write_words(unsigned long addr, const uint32_t *msw_first, int n)
 {
 	for (int i = 0; i < n; i++)
 		csr_write_simple(msw_first[i], addr + i * CSR_STEP);
 }
+#endif
 
 static void csr_read_words_lsw(unsigned long addr, uint32_t *lsw_first, int n)
 {
@@ -21,14 +23,18 @@ static void csr_read_words_lsw(unsigned long addr, uint32_t *lsw_first, int n)
 		lsw_first[n - 1 - i] = csr_read_simple(addr + i * CSR_STEP);
 }
 
-/* the selected program: the base one (from ROM) at command 0, or a loaded adapter's after it */
+/* the selected program: the base one at command 0, or a loaded adapter's after it */
 static uint16_t prog_base, prog_cmds = ROMA_N_CMDS, prog_layer_cmds = ROMA_LAYER_CMDS;
 
+/* The command memory may start out holding the token program (ROMA_CMDS_PRELOADED: the SoC initializes it);
+   otherwise it is written here, 9 CSR writes a command. */
 void accel_load_program(void)
 {
+#if !ROMA_CMDS_PRELOADED
 	roma_cmd_adr_write(0);
 	for (int i = 0; i < ROMA_N_CMDS; i++)
 		csr_write_words(CSR_ROMA_CMD_DAT_ADDR, roma_program[i], CSR_ROMA_CMD_DAT_SIZE);
+#endif
 }
 
 void accel_select(uint16_t base, uint16_t n_cmds, uint16_t layer_cmds)
@@ -82,8 +88,10 @@ static int64_t sign_extend(uint64_t v, int bits)
 	return (int64_t)((v ^ m) - m);
 }
 
-/* golden: x = saturate(shift(q * dq + mq, er + VEC_FRAC)), rounding half up on right shifts */
-static int64_t dequant(int64_t q, int64_t dq, int64_t mq, int sh)
+/* golden: x = saturate(shift(q * dq + mq, er + VEC_FRAC)), rounding half up on right shifts. q * dq + mq
+   fits 32 bits (codes of at most 16 bits, 16-bit dq and mq). */
+_Static_assert(ROMA_HEAD_BITS <= 16, "the head's codes must fit 16 bits for a 32-bit q * dq + mq");
+static int64_t dequant(int32_t q, int32_t dq, int32_t mq, int sh)
 {
 	int64_t v = q * dq + mq;
 	int64_t lim = (1LL << (ROMA_VEC_BITS - 1)) - 1;
@@ -94,10 +102,24 @@ static int64_t dequant(int64_t q, int64_t dq, int64_t mq, int sh)
 	return v > lim ? lim : (v < -lim ? -lim : v);
 }
 
+static int32_t code_at(const uint32_t *words, int j)
+{
+	uint32_t bit = j * ROMA_HEAD_BITS;
+	uint32_t raw = (words[bit / 32] >> (bit % 32)) & ((1u << ROMA_HEAD_BITS) - 1);
+	return ROMA_HEAD_SIGNED ? (int32_t)(raw << (32 - ROMA_HEAD_BITS)) >> (32 - ROMA_HEAD_BITS) : (int32_t)raw;
+}
+
+/* The token's embedding row, dequantized into VM X (576 elements for SmolLM2). dequant() in 64-bit
+   arithmetic took 36k cycles a token on the VexRiscv (a fifth of a forward pass); a group that cannot saturate
+   takes a 32-bit loop instead (18.5k cycles): a right shift (SmolLM2's embedding: er + VEC_FRAC is a little
+   below 0) keeps the value within 32 bits, a left shift is done as two 32-bit ones. */
+_Static_assert(CSR_ROMA_VM_WDAT_SIZE == 2, "vm_wdat: two 32-bit subregisters expected");
 void accel_embed(uint16_t token)
 {
 	uint32_t bank = token % ROMA_LANES, row = token / ROMA_LANES;
 	uint32_t words[CSR_ROMA_EMB_CODES_SIZE];
+	const int64_t lim = (1LL << (ROMA_VEC_BITS - 1)) - 1;
+	const int32_t qmax = ROMA_HEAD_SIGNED ? 1 << (ROMA_HEAD_BITS - 1) : (1 << ROMA_HEAD_BITS) - 1;
 	roma_emb_bank_write(bank);
 	roma_emb_row_write(row);
 	roma_vm_adr_write(ROMA_VM_X * 32);
@@ -106,15 +128,31 @@ void accel_embed(uint16_t token)
 		roma_emb_beat_write(0);
 		uint32_t sc = roma_emb_scale_read();
 		int sh = (int)(int8_t)roma_emb_rowexp_read() + ROMA_VEC_FRAC;
-		int64_t dq = (int16_t)(sc & 0xffff), mq = (int16_t)(sc >> 16);
+		int32_t dq = (int16_t)(sc & 0xffff), mq = (int16_t)(sc >> 16);
+		int32_t bound = qmax * (dq < 0 ? -dq : dq) + (mq < 0 ? -mq : mq);    /* >= |q * dq + mq| */
+		int right = sh < 0 && sh >= -30;                 /* |result| < 2**31 <= lim: no saturation */
+		int left = sh >= 0 && sh < 32 && ((int64_t)bound << sh) <= lim;
+		int rsh = right ? -sh : 0, lsh = left ? sh : 0;
+		int32_t rnd = right ? 1 << (rsh - 1) : 0;        /* rounding half up */
+		int hs = lsh ? 32 - lsh : 31;                    /* upper word of (int64_t)p << lsh: p >> hs */
 		for (int beat = 0; beat < ROMA_BEATS; beat++) {
 			roma_emb_beat_write(beat);
 			csr_read_words_lsw(CSR_ROMA_EMB_CODES_ADDR, words, CSR_ROMA_EMB_CODES_SIZE);
-			for (int j = 0; j < ROMA_MACS; j++) {
-				uint32_t bit = j * ROMA_HEAD_BITS;
-				uint32_t raw = (words[bit / 32] >> (bit % 32)) & ((1u << ROMA_HEAD_BITS) - 1);
-				int64_t q = ROMA_HEAD_SIGNED ? sign_extend(raw, ROMA_HEAD_BITS) : (int64_t)raw;
-				roma_vm_wdat_write((uint64_t)dequant(q, dq, mq, sh));
+			if (right) {
+				for (int j = 0; j < ROMA_MACS; j++) {
+					int32_t v = (code_at(words, j) * dq + mq + rnd) >> rsh;
+					csr_write_simple((uint32_t)(v >> 31), CSR_ROMA_VM_WDAT_ADDR);
+					csr_write_simple((uint32_t)v, CSR_ROMA_VM_WDAT_ADDR + CSR_STEP);
+				}
+			} else if (left) {
+				for (int j = 0; j < ROMA_MACS; j++) {
+					int32_t p = code_at(words, j) * dq + mq;
+					csr_write_simple((uint32_t)(p >> hs), CSR_ROMA_VM_WDAT_ADDR);
+					csr_write_simple((uint32_t)p << lsh, CSR_ROMA_VM_WDAT_ADDR + CSR_STEP);
+				}
+			} else {
+				for (int j = 0; j < ROMA_MACS; j++)
+					roma_vm_wdat_write((uint64_t)dequant(code_at(words, j), dq, mq, sh));
 			}
 		}
 	}
