@@ -289,9 +289,11 @@ KV_ACCESSES = ({("kvbuf", 0)}, {("hbank", 0), ("ve", 0)})
 def schedule(geo, cmds):
     """Set each command's `wait` bits: the units whose last command (the one that may still run when this
     one issues) writes what this one reads or writes, or reads what it writes, except a vector op that only
-    reads a GEMV's VM output, or a GEMV that only reads a vector op's activation output (they chain). Older commands on a unit are done by then (each unit runs one
-    command at a time; GEMV units one among them; the KV writer one write)."""
+    reads a GEMV's VM output, or a GEMV that only reads a vector op's activation output (they chain). Older
+    commands on a unit are done by then (each unit runs one command at a time; GEMV units one among them; the
+    KV writer one write)."""
     last = {}
+    last_v_kv = False
     for c in cmds:
         reads, writes = accesses(geo, c)
         mine = "V" if c["unit"] == UNITS["V"] else "G"
@@ -309,10 +311,15 @@ def schedule(geo, cmds):
                 all(space.startswith("act.") for space, _ in reads & w)
             if not chained:
                 wait |= WAIT[unit]
+        # the KV writer starts only when its K/V op finishes: waiting for it means waiting for that op too
+        if wait & WAIT["KV"] and last_v_kv and mine != "V":
+            wait |= WAIT["V"]
         c["wait"] = wait
         last[mine] = (reads, writes)
-        if mine == "V" and c.get("tgt", 0) >= TARGETS["K"]:       # the KV writer runs after it
-            last["KV"] = KV_ACCESSES
+        if mine == "V":
+            last_v_kv = c.get("tgt", 0) >= TARGETS["K"]
+            if last_v_kv:                                       # the KV writer runs after it
+                last["KV"] = KV_ACCESSES
     return cmds
 
 

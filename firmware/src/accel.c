@@ -8,14 +8,13 @@
 
 _Static_assert(ROMA_CMD_WORDS == CSR_ROMA_CMD_DAT_SIZE, "command width: roma_config.h and the SoC disagree");
 
-#if !ROMA_CMDS_PRELOADED
-/* a CSR wider than 64 bits: subregisters hold the most significant word first */
+/* a CSR wider than 64 bits: subregisters hold the most significant word first (command words, adapter
+   programs and H-bank weights) */
 static void csr_write_words(unsigned long addr, const uint32_t *msw_first, int n)
 {
 	for (int i = 0; i < n; i++)
 		csr_write_simple(msw_first[i], addr + i * CSR_STEP);
 }
-#endif
 
 static void csr_read_words_lsw(unsigned long addr, uint32_t *lsw_first, int n)
 {
@@ -65,7 +64,8 @@ void accel_h_weights(uint32_t bank, uint32_t adr, const int16_t *elems, uint32_t
 		/* MACS 16-bit elements, element j at bits 16j: subregisters most significant first (no elems: zeros) */
 		for (int i = 0; i < CSR_ROMA_H_W_DAT_SIZE; i++) {
 			int lo = 2 * (CSR_ROMA_H_W_DAT_SIZE - 1 - i);
-			w[i] = elems ? (uint16_t)elems[lo] | ((uint32_t)(uint16_t)elems[lo + 1] << 16) : 0;
+			uint32_t hi = lo + 1 < ROMA_MACS && elems ? (uint16_t)elems[lo + 1] : 0;
+			w[i] = elems ? (uint16_t)elems[lo] | (hi << 16) : 0;
 		}
 		csr_write_words(CSR_ROMA_H_W_DAT_ADDR, w, CSR_ROMA_H_W_DAT_SIZE);
 		if (elems)

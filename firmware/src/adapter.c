@@ -7,7 +7,7 @@
 enum { NONE, LOADING, LOADED };
 static int state = NONE, selected;
 static uint8_t hash[16];
-static uint32_t n_cmds, layer_cmds, crc;
+static uint32_t n_cmds, layer_cmds, cmds_written, crc;
 
 static uint16_t rd16(const uint8_t *p) { return p[0] | (p[1] << 8); }
 static uint32_t rd32(const uint8_t *p) { return rd16(p) | ((uint32_t)rd16(p + 2) << 16); }
@@ -53,7 +53,8 @@ void adapter_begin(const struct frame *f)
 		return;
 	}
 	uint32_t n = rd16(p + 32), layer = rd16(p + 34);
-	if (n == 0 || layer > n || n > ROMA_MAX_CMDS - ROMA_N_CMDS) {
+	/* layers first, then the head, which is the base program's */
+	if (layer == 0 || n - layer != ROMA_N_CMDS - ROMA_LAYER_CMDS || n > ROMA_MAX_CMDS - ROMA_N_CMDS) {
 		link_error(f->seq, ERR_ADAPTER, n, "the adapter's program does not fit the command memory");
 		return;
 	}
@@ -62,6 +63,7 @@ void adapter_begin(const struct frame *f)
 	memcpy(hash, p + 16, 16);
 	n_cmds = n;
 	layer_cmds = layer;
+	cmds_written = 0;
 	crc = 0;
 	link_send(T_ACK, f->seq, 0, 0);
 }
@@ -74,10 +76,13 @@ void adapter_cmds(const struct frame *f)
 		link_error(f->seq, ERR_ADAPTER, 0, "no adapter load in progress (ADAPTER_BEGIN first)");
 		return;
 	}
-	if (f->len < 4 || f->len != 4 + count * words || index > n_cmds || count > n_cmds - index) {
-		link_error(f->seq, ERR_PAYLOAD, f->len, "ADAPTER_CMDS outside the adapter's program");
+	/* in order, so that END can tell the whole program arrived */
+	if (f->len < 4 || f->len != 4 + count * words || index != cmds_written || count > n_cmds - index) {
+		state = NONE;
+		link_error(f->seq, ERR_PAYLOAD, f->len, "ADAPTER_CMDS out of order or outside the adapter's program");
 		return;
 	}
+	cmds_written += count;
 	/* (the payload is only 2-byte aligned: each command is copied out before its words are read) */
 	for (uint32_t k = 0; k < count; k++) {
 		uint32_t w[ROMA_CMD_WORDS];
@@ -133,6 +138,11 @@ void adapter_end(const struct frame *f)
 {
 	if (f->len != 4 || state != LOADING) {
 		link_error(f->seq, ERR_ADAPTER, f->len, "ADAPTER_END without a load in progress");
+		return;
+	}
+	if (cmds_written != n_cmds) {
+		state = NONE;
+		link_error(f->seq, ERR_ADAPTER, cmds_written, "the adapter's program did not all arrive: load it again");
 		return;
 	}
 	if (rd32(f->payload) != crc) {

@@ -46,3 +46,10 @@ def test_kv_cache_readers_wait_for_the_kv_writer():
     sm_norm = vop("sm_norm", a=32, dst=33, dyn=DYN["n_words"], qout=1, tgt=TARGETS["H"])
     assert waits(quant_v, scores)[1] & WAIT["KV"]
     assert waits(quant_v, sm_norm)[1] & WAIT["KV"]
+
+
+def test_waiting_for_the_kv_writer_waits_for_the_op_that_starts_it():
+    """The KV writer starts when its K/V op finishes: a GEMV right after that op waits for the vector unit too."""
+    quant_k = vop("quant", a=6, n=1, tgt=TARGETS["K"], dyn=DYN["kv_pos"])
+    scores = gemv("H", word_base=0, dyn=DYN["rows_krows"], groups=1, stride=1, abase=4, dst=30)
+    assert waits(quant_k, scores)[1] == WAIT["KV"] | WAIT["V"]

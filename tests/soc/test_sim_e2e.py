@@ -224,8 +224,17 @@ def test_bad_adapter_loads_are_refused_and_the_base_model_still_runs(device, mod
     begin = struct.pack(P.ADAPTER_BEGIN_FMT, bytes(16), bytes(16), 10, 8)
     assert refused("ADAPTER_BEGIN", begin) == "ADAPTER"
     # data into the KV cache's part of the banks, and a load whose checksum fails
-    begin = struct.pack(P.ADAPTER_BEGIN_FMT, bytes.fromhex(model.content_hash()[:32]), bytes(16), 10, 8)
-    device.request(P.TYPES["ADAPTER_BEGIN"], begin, expect="ACK")
+    info = device.info()
+    head = info["n_cmds"] - info["layer_cmds"]
+    mine = bytes.fromhex(model.content_hash()[:32])
+    # a program whose head is not the base program's
+    assert refused("ADAPTER_BEGIN", struct.pack(P.ADAPTER_BEGIN_FMT, mine, bytes(16), 8 + head + 1, 8)) == "ADAPTER"
+    # a load that ends before its program arrived
+    device.request(P.TYPES["ADAPTER_BEGIN"], struct.pack(P.ADAPTER_BEGIN_FMT, mine, bytes(16), 8 + head, 8),
+                   expect="ACK")
+    assert refused("ADAPTER_END", struct.pack("<I", 0)) == "ADAPTER"
+    device.request(P.TYPES["ADAPTER_BEGIN"], struct.pack(P.ADAPTER_BEGIN_FMT, mine, bytes(16), 8 + head, 8),
+                   expect="ACK")
     kv = struct.pack(P.ADAPTER_DATA_HEADER, 1, 0, 4, 0) + bytes(4)
     assert refused("ADAPTER_DATA", kv) == "PAYLOAD"
     assert refused("ADAPTER_END", struct.pack("<I", 12345)) == "ADAPTER"
