@@ -68,3 +68,13 @@ def layer_benchmark(model, cfg, tokens=(1, 57, 300, 12), context=32, layer=0):
         rows.append({"position": p, "bit_exact": bool(np.array_equal(x, w)), "cycles": counters["cnt_cycles"],
                      "mac_floor_cycles": floor, "ratio": counters["cnt_cycles"] / floor, **counters})
     return rows
+
+
+def one_layer(model, vocab=512):
+    """`model` cut to its first layer and the first `vocab` embedding rows: the same layer-0 computation with a
+    small ROM, so a wide configuration of a large model builds in Verilator in minutes."""
+    import dataclasses
+    e = model.embed
+    small = dataclasses.replace(e, codes=e.codes[:vocab], d=e.d[:vocab], m=e.m[:vocab])
+    return dataclasses.replace(model, config=dataclasses.replace(model.config, n_layers=1, vocab=vocab),
+                               layers=model.layers[:1], embed=small)
