@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from roma.host.cache import cache_dir
+from roma.host.cache import cache_dir, tree_hash
 from roma.host.errors import RomaError
 
 FORMAT = 1
@@ -162,18 +162,6 @@ class BoardBuild:
     cached: bool
 
 
-def _tree_hash(paths, suffixes=(".py", ".c", ".h", ".cpp", ".S", ".ld", "Makefile")):
-    h = hashlib.sha256()
-    for rel in paths:
-        p = ROOT / rel
-        files = [p] if p.is_file() else sorted(f for f in p.rglob("*") if f.is_file() and f.name.endswith(suffixes)
-                                                and "__pycache__" not in f.parts)
-        for f in files:
-            h.update(str(f.relative_to(ROOT)).encode())
-            h.update(f.read_bytes())
-    return h.hexdigest()
-
-
 def _board_files(board):
     """The board's own files (its class and the classes it derives from), relative to the repository."""
     import inspect
@@ -182,11 +170,11 @@ def _board_files(board):
 
 
 def build_key(board, variant, model, cfg, context, sys_clk_freq, with_ethernet, seed):
-    src = json.dumps({"format": FORMAT, "board": board.name, "board_src": _tree_hash(_board_files(board)),
+    src = json.dumps({"format": FORMAT, "board": board.name, "board_src": tree_hash(_board_files(board)),
                       "variant": variant, "model": model.content_hash() if model else None, "cfg": repr(cfg),
                       "context": context,
                       "clk": sys_clk_freq, "ethernet": with_ethernet, "seed": seed,
-                      "sources": _tree_hash(HW_SOURCES), "tools": tool_versions()}, sort_keys=True)
+                      "sources": tree_hash(HW_SOURCES), "tools": tool_versions()}, sort_keys=True)
     return hashlib.sha256(src.encode()).hexdigest()[:24]
 
 

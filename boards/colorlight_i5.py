@@ -15,17 +15,12 @@ class ColorlightI5(Board):
     clk = ("clk25", 25e6)
     rst = ("cpu_reset_n", True)
     ethernet = True
+    rgmii = dict(tx_delay=0)
     programmer = "colorlight-i5"
 
     def platform(self, variant):
         from litex_boards.platforms import colorlight_i5
         return colorlight_i5.Platform(board=self.module, revision=self.revision, toolchain="trellis")
-
-    def add_ethernet(self, soc):
-        from liteeth.phy.ecp5rgmii import LiteEthPHYRGMII
-        soc.ethphy = LiteEthPHYRGMII(clock_pads=soc.platform.request("eth_clocks", 0),
-                                     pads=soc.platform.request("eth", 0), tx_delay=0)
-        soc.add_ethernet(phy=soc.ethphy)
 
 
 BOARD = ColorlightI5()

@@ -51,6 +51,7 @@ class Board:
     rst = None                  # (reset resource, active_low) or None
     uart = "serial"
     ethernet = False            # has an Ethernet PHY (add_ethernet)
+    rgmii = {}                  # its RGMII PHY's delays (LiteEthPHYRGMII arguments), for the first PHY
     programmer = ""             # openFPGALoader's --board name
 
     def variant(self, variant=None):
@@ -69,7 +70,12 @@ class Board:
         return PLLCRG(platform, sys_clk_freq, self.clk, self.rst)
 
     def add_ethernet(self, soc):
-        raise RomaError(f"the {self.title} has no Ethernet PHY")
+        if not self.ethernet:
+            raise RomaError(f"the {self.title} has no Ethernet PHY")
+        from liteeth.phy.ecp5rgmii import LiteEthPHYRGMII
+        soc.ethphy = LiteEthPHYRGMII(clock_pads=soc.platform.request("eth_clocks", 0),
+                                     pads=soc.platform.request("eth", 0), **self.rgmii)
+        soc.add_ethernet(phy=soc.ethphy)
 
 
 # Clocking ---------------------------------------------------------------------------------------------------

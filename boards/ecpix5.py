@@ -13,17 +13,12 @@ class ECPIX5(Board):
     clk = ("clk100", 100e6)
     rst = ("rst_n", True)
     ethernet = True
+    rgmii = dict(rx_delay=0e-9)
     programmer = "ecpix5"
 
     def platform(self, variant):
         from litex_boards.platforms import lambdaconcept_ecpix5
         return lambdaconcept_ecpix5.Platform(device=variant, toolchain="trellis")
-
-    def add_ethernet(self, soc):
-        from liteeth.phy.ecp5rgmii import LiteEthPHYRGMII
-        soc.ethphy = LiteEthPHYRGMII(clock_pads=soc.platform.request("eth_clocks"),
-                                     pads=soc.platform.request("eth"), rx_delay=0e-9)
-        soc.add_ethernet(phy=soc.ethphy)
 
 
 BOARD = ECPIX5()

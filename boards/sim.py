@@ -21,27 +21,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from roma.host.cache import cache_dir
+from roma.host.cache import cache_dir, tree_hash
 from roma.host.errors import RomaError
 
 from .sim_platform import SYS_CLK_FREQ, make_soc
 
 FORMAT = 2                  # bump when the recipe changes in a way the hashed inputs do not show
-ROOT = Path(__file__).resolve().parent.parent
 HW_SOURCES = ["gateware", "soc", "boards/sim_platform.py", "boards/sim_build.py", "boards/sim_veril.cpp",
               "host/golden", "host/export.py", "host/model.py"]
-
-
-def _tree_hash(paths, suffixes=(".py", ".c", ".h", ".cpp", ".S", ".ld", "Makefile")):
-    h = hashlib.sha256()
-    for rel in paths:
-        p = ROOT / rel
-        files = [p] if p.is_file() else sorted(f for f in p.rglob("*") if f.is_file() and f.name.endswith(suffixes)
-                                                and "__pycache__" not in f.parts)
-        for f in files:
-            h.update(str(f.relative_to(ROOT)).encode())
-            h.update(f.read_bytes())
-    return h.hexdigest()
 
 
 def tool_versions():
@@ -136,17 +123,19 @@ def _run(cmd, cwd, log, env=None):
         raise RomaError(f"{' '.join(map(str, cmd))} failed (log: {log}):\n" + "\n".join(tail))
 
 
+def sim_key(model, cfg, context=None, lora_size=None):
+    """The content hash a simulator build (and what is measured on it) is cached by."""
+    src = json.dumps({"format": FORMAT, "model": model.content_hash(), "cfg": repr(cfg), "context": context,
+                      "lora": lora_size, "sources": tree_hash(HW_SOURCES), "tools": tool_versions()}, sort_keys=True)
+    return hashlib.sha256(src.encode()).hexdigest()[:24]
+
+
 def build_sim(model, cfg, context=None, lora_size=None, progress=True):
     """The cached gateware and firmware for `model` on an accelerator `cfg`; builds what is missing."""
     require_tools()
     from roma.firmware.build import build_firmware
 
-    c = model.config
-    key_src = json.dumps({"format": FORMAT, "model": model.content_hash(), "cfg": repr(cfg), "context": context,
-                          "lora": lora_size, "sources": _tree_hash(HW_SOURCES), "tools": tool_versions()},
-                         sort_keys=True)
-    key = hashlib.sha256(key_src.encode()).hexdigest()[:24]
-    gw = cache_dir("soc-sim", f"{c.name}-{key}")
+    gw = cache_dir("soc-sim", f"{model.config.name}-{sim_key(model, cfg, context, lora_size)}")
     done = gw / "gateware" / "obj_dir" / "Vsim"
     if not done.exists():
         _build_gateware(model, cfg, context, lora_size, gw, progress)

@@ -56,13 +56,17 @@ class AcceleratorSim:
             lines += [f"poke cmd_adr {i}", f"poke cmd_dat 0x{w:x}", "step 1"]
         return lines + ["poke cmd_we 0", f"poke ncmds {len(cmds)}"]
 
-    def _token_lines(self, pos, x):
-        D = self.geo.dim // GROUP
-        lines = [f"poke pos {pos}", "poke vm_we 0xffffffff"]
-        for i in range(D):
+    def _load_x_lines(self, x):
+        """Script lines writing a vector-format input into VM region X."""
+        lines = ["poke vm_we 0xffffffff"]
+        for i in range(self.geo.dim // GROUP):
             lines += [f"poke vm_adr {self.vm['X'] + i}",
                       f"poke vm_dat_w 0x{pack(x[i * GROUP:(i + 1) * GROUP], VEC_BITS):x}", "step 1"]
-        lines += ["poke vm_we 0", "peek cnt_cycles", "poke start 1", "step 1", "poke start 0",
+        return lines + ["poke vm_we 0"]
+
+    def _token_lines(self, pos, x):
+        lines = [f"poke pos {pos}"] + self._load_x_lines(x)
+        lines += ["peek cnt_cycles", "poke start 1", "step 1", "poke start 0",
                   "wait done 10000000", "step 1", "peek cnt_cycles", "peek token"]
         for i in range(self.geo.vocab // GROUP):
             lines += [f"poke vm_adr {self.vm['LOGITS'] + i}", "step 1", "peek vm_dat_r"]
@@ -95,11 +99,7 @@ class AcceleratorSim:
             lines += self._load_program_lines(layer_program(self.geo, self.table, layer, self.lora))
             lines.append(f"poke pos {pos}")
             if x is not None:
-                lines.append("poke vm_we 0xffffffff")
-                for i in range(D):
-                    lines += [f"poke vm_adr {self.vm['X'] + i}",
-                              f"poke vm_dat_w 0x{pack(x[i * GROUP:(i + 1) * GROUP], VEC_BITS):x}", "step 1"]
-                lines.append("poke vm_we 0")
+                lines += self._load_x_lines(x)
             lines += [f"peek {c}" for c in counters]
             lines += ["poke start 1", "step 1", "poke start 0", "wait done 1000000", "step 1"]
             lines += [f"peek {c}" for c in counters]

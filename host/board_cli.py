@@ -72,15 +72,10 @@ def cmd_fit(args):
 def cycles_per_token(model, cfg, context, progress=True):
     """Decode cycles per token of this configuration, measured by the accelerator's counters in the Verilator
     run of the same SoC (cached by the simulator build's key)."""
-    import hashlib
-
-    from roma.boards.sim import FORMAT, HW_SOURCES, _tree_hash, tool_versions
+    from roma.boards.sim import sim_key
     from .cache import cache_dir
     from .hw_bench import hw_bench
-    key = hashlib.sha256(json.dumps({"format": FORMAT, "model": model.content_hash(), "cfg": repr(cfg),
-                                     "context": context, "sources": _tree_hash(HW_SOURCES),
-                                     "tools": tool_versions()}, sort_keys=True).encode()).hexdigest()[:24]
-    path = cache_dir("bench") / f"{model.config.name}-{key}.json"
+    path = cache_dir("bench") / f"{model.config.name}-{sim_key(model, cfg, context)}.json"
     if not path.exists():
         r = hw_bench(model, cfg, context, progress=progress)
         path.write_text(json.dumps(r, indent=1))

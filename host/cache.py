@@ -28,6 +28,23 @@ def file_hash(path, algo="sha256"):
 
 _memo = {}
 
+REPO = Path(__file__).resolve().parent.parent
+SOURCE_SUFFIXES = (".py", ".c", ".h", ".cpp", ".S", ".ld", "Makefile")
+
+
+def tree_hash(paths, suffixes=SOURCE_SUFFIXES):
+    """sha256 over the source files under `paths` (relative to the repository; files or folders), names and
+    contents: what a gateware or firmware build is made from."""
+    h = hashlib.sha256()
+    for rel in paths:
+        p = REPO / rel
+        files = [p] if p.is_file() else sorted(f for f in p.rglob("*") if f.is_file() and f.name.endswith(suffixes)
+                                                and "__pycache__" not in f.parts)
+        for f in files:
+            h.update(str(f.relative_to(REPO)).encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()
+
 
 def write_if_changed(path, data):
     """Write bytes or text only when they differ, so downstream builds stay incremental. Returns True if written."""
