@@ -1,0 +1,169 @@
+"""ROM swap: the .config's block RAM contents parsed and rewritten (synthetic configs, milliseconds); a small routed
+design swapped to new words, checked from its unpacked .bit against a direct build (marked synth + slow)."""
+
+import json
+import time
+
+import numpy as np
+import pytest
+
+from roma.boards import rom_swap as rs
+from roma.host.errors import RomaError
+
+
+def _synthetic_config(placed, other=()):
+    """A nextpnr-style textual config whose DP16KDs hold the given columns: placed {bram id: (mode, {column j:
+    512 bits})}; `other` ids hold zeros (e.g. the CPU's RAMs)."""
+    text = ".device LFE5U-25F\n\n.tile R1C1:PLC2\narc: A B\n\n"
+    for bram, (mode, cols) in placed.items():
+        flat = np.zeros(rs.INIT_WORDS * 9, np.uint8)
+        for j, bits in cols.items():
+            flat[rs.MODE_INDEX[mode][j]] = bits
+        text += f".bram_init {bram}\n" + rs._format_init(rs._init_words(flat)) + "\n"
+    for bram in other:
+        text += f".bram_init {bram}\n" + rs._format_init(np.zeros(rs.INIT_WORDS, np.uint16)) + "\n"
+    return text + ".tile R2C2:PLC2\nenum: X Y\n"
+
+
+def _layout(ph):
+    """The placeholders {name: bits} as yosys might map them: a 32-bit ROM in 18-bit mode (two DP16KDs, the upper
+    one's last columns unused), an 8-bit one in 9-bit mode."""
+    c, e = ph["codes"], ph["rowexp"]         # codes (1024, 32), rowexp (2048, 8)
+    lo = {b + 18 * k: c[k * 512:(k + 1) * 512, b] for b in range(18) for k in range(2)}
+    hi = {b - 18 + 18 * k: c[k * 512:(k + 1) * 512, b] for b in range(18, 32) for k in range(2)}
+    ex = {b + 9 * k: e[k * 512:(k + 1) * 512, b] for b in range(8) for k in range(4)}
+    return {"3": (4, lo), "4": (4, hi), "7": (3, ex)}
+
+
+@pytest.fixture
+def ph():
+    return {"codes": rs.placeholder_bits("codes", 32, 1024), "rowexp": rs.placeholder_bits("rowexp", 8, 2048)}
+
+
+def _random_words(width, depth, seed):
+    rng = np.random.default_rng(seed)
+    return [int(x) for x in rng.integers(0, 1 << width, depth, dtype=np.uint64)]
+
+
+def test_words_and_bits():
+    words = [0, 1, (1 << 100) - 1, 12345 << 70]
+    assert rs.from_bits(rs.to_bits(words, 100, 512))[:4] == words
+    assert rs.padded_depth(1) == 512 and rs.padded_depth(512) == 512 and rs.padded_depth(1600) == 2048
+    with pytest.raises(RomaError, match="do not fit"):
+        rs.to_bits([0] * 513, 8, 512)
+    # placeholders: deterministic per (seed, name), different across names and seeds
+    a = rs.placeholder_words("codes", 32, 512)
+    assert a == rs.placeholder_words("codes", 32, 512) != rs.placeholder_words("scales", 32, 512)
+    assert a != rs.placeholder_words("codes", 32, 512, seed=2)
+
+
+def test_config_roundtrip(ph):
+    text = _synthetic_config(_layout(ph), other=["0", "1"])
+    brams = rs.read_brams(text)
+    assert sorted(brams) == ["0", "1", "3", "4", "7"] and all(len(v) == 2048 for v in brams.values())
+    assert rs.write_brams(text, brams) == text                  # the format nextpnr writes, reproduced exactly
+    brams["0"][5] = 0x1ff
+    assert rs.read_brams(rs.write_brams(text, {"0": brams["0"]}))["0"][5] == 0x1ff
+
+
+def test_locate_swap_check(ph):
+    text = _synthetic_config(_layout(ph), other=["0"])
+    rmap = rs.locate(text, ph)
+    assert rmap.roms == {"codes": (32, 1024), "rowexp": (8, 2048)}
+    assert rmap.places[("codes", 20, 1)] == [("4", 4, 20)] and rmap.places[("rowexp", 7, 3)] == [("7", 3, 34)]
+    assert rs.RomMap.from_json(rmap.to_json()) == rmap
+    # new words (shorter than the padded depth: zero-padded)
+    new = {"codes": _random_words(32, 1000, 1), "rowexp": _random_words(8, 1600, 2)}
+    out = rs.swap_config(text, rmap, new)
+    assert rs.check_config(out, rmap, new) == []
+    assert rs.from_bits(rs.read_roms(out, rmap)["codes"])[:1000] == new["codes"]
+    assert rs.strip_brams(out) == rs.strip_brams(text)           # only block RAM contents change
+    assert rs.read_brams(out)["0"].tobytes() == rs.read_brams(text)["0"].tobytes()     # and only the ROMs'
+    bad = rs.check_config(text, rmap, new)                       # the placeholder build is not the model
+    assert len(bad) == 2 and bad[0].startswith("codes: ")
+    one = dict(new, rowexp=list(new["rowexp"]))
+    one["rowexp"][1234] ^= 0x10
+    assert rs.check_config(out, rmap, one) == ["rowexp: 1 of 2048 words differ (first at 1234)"]
+    with pytest.raises(RomaError, match="contents for"):
+        rs.swap_config(text, rmap, {"codes": new["codes"]})
+
+
+def test_locate_copies_and_failures(ph):
+    layout = _layout(ph)
+    layout["9"] = layout["7"]                                   # a ROM duplicated (two read ports): both rewritten
+    text = _synthetic_config(layout)
+    rmap = rs.locate(text, ph)
+    assert rmap.places[("rowexp", 0, 0)] == [("7", 3, 0), ("9", 3, 0)]
+    new = {"codes": _random_words(32, 1024, 3), "rowexp": _random_words(8, 2048, 4)}
+    out = rs.swap_config(text, rmap, new)
+    assert rs.check_config(out, rmap, new) == []
+    assert rs.read_brams(out)["7"].tobytes() == rs.read_brams(out)["9"].tobytes()
+    # a ROM yosys put in logic is not in any DP16KD: refused with its name
+    del layout["7"], layout["9"]
+    with pytest.raises(RomaError, match=r"not found in block RAM.*rowexp 32 of 32"):
+        rs.locate(_synthetic_config(layout), ph)
+    with pytest.raises(RomaError, match="not a multiple of 512"):
+        rs.locate(text, {"x": np.ones((100, 8), np.uint8)})
+    with pytest.raises(RomaError, match="not unique"):
+        rs.locate(text, {"x": np.ones((512, 8), np.uint8)})
+
+
+def test_swap_is_fast(ph):
+    """A 2-lane tiny-260k's B-ROM is about 1.3 Mbit; the swap itself is numpy over 512-bit columns."""
+    big = {f"codes{i}": rs.placeholder_bits(f"codes{i}", 32, 1024) for i in range(8)}
+    placed, n = {}, 0
+    for name, bits in big.items():
+        for half in range(2):
+            cols = {b + 18 * k: bits[k * 512:(k + 1) * 512, 18 * half + b] for b in range(18 if half == 0 else 14)
+                    for k in range(2)}
+            placed[str(n)] = (4, cols)
+            n += 1
+    text = _synthetic_config(placed)
+    t0 = time.monotonic()
+    rmap = rs.locate(text, big)
+    new = {name: _random_words(32, 1024, i) for i, name in enumerate(big)}
+    out = rs.swap_config(text, rmap, new)
+    assert rs.check_config(out, rmap, new) == []
+    assert time.monotonic() - t0 < 5
+
+
+# The routed demo design (a minute) ---------------------------------------------------------------------------
+
+@pytest.mark.synth
+@pytest.mark.slow
+def test_swap_routed_design():
+    """RomDemo built once with placeholders, swapped to new words: the unpacked .bit holds exactly the new words,
+    differs from the placeholder .bit only in block RAM contents, and its DP16KDs hold what a direct build of the
+    new words (yosys and nextpnr again) puts in them; the swap takes seconds, the build longer."""
+    from roma.boards.rom_demo import DEMO_ROMS, build_demo
+    from roma.host.cache import cache_dir
+
+    ph = {n: rs.placeholder_bits(n, w, rs.padded_depth(d)) for n, (w, d) in DEMO_ROMS.items()}
+    folder = cache_dir("test-romswap", "placeholder")
+    t0 = time.monotonic()
+    times, config, bit = build_demo(folder, {n: (b.shape[1], rs.from_bits(b)) for n, b in ph.items()})
+    build_s = time.monotonic() - t0
+
+    new = {n: _random_words(w, d, 11) for n, (w, d) in DEMO_ROMS.items()}
+    t0 = time.monotonic()
+    text = config.read_text()
+    rmap = rs.locate(text, ph)
+    swapped = rs.swap_config(text, rmap, new)
+    (folder / "swapped.config").write_text(swapped)
+    rs.ecppack(folder / "swapped.config", folder / "swapped.bit")
+    swap_s = time.monotonic() - t0
+
+    # the proof, from the bitstream itself
+    got = rs.ecpunpack(folder / "swapped.bit", folder / "swapped.unpacked.config")
+    was = rs.ecpunpack(bit, folder / "placeholder.unpacked.config")
+    assert rs.check_config(got, rmap, new) == []
+    assert rs.check_config(was, rmap, new) != []
+    assert rs.strip_brams(got) == rs.strip_brams(was)
+    # an independent build of the new words lays them into the DP16KDs the same way
+    padded = {n: (w, new[n] + [0] * (rs.padded_depth(d) - d)) for n, (w, d) in DEMO_ROMS.items()}
+    _, direct, _ = build_demo(cache_dir("test-romswap", "direct"), padded)
+    key = lambda t: sorted(v.tobytes() for v in rs.read_brams(t).values())     # noqa: E731 (placement may differ)
+    assert key(direct.read_text()) == key(swapped)
+    print(json.dumps({"build_s": round(build_s, 1), "steps": {k: round(v, 1) for k, v in times.items()},
+                      "swap_s": round(swap_s, 2), "dp16kd": len(rs.read_brams(text))}))
+    assert swap_s < 10
