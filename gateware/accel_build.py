@@ -14,7 +14,7 @@ from roma.soc.config import ConfigError
 
 from .accelerator import Accelerator
 from .program import Geometry
-from .rom_image import bank_images
+from .rom_image import BankImage, bank_images
 from .vector_unit import GAMMA_BITS
 from .words import pack
 
@@ -53,9 +53,41 @@ def check_capacity(model, cfg, geo, groups, rows):
                           f"need {need:,} bits of H-unit SRAM")
 
 
-def build_accelerator(model, cfg, context=None, lora_size=None, max_cmds=MAX_CMDS):
+# B-ROM contents by name (for the ROM swap, boards/rom_swap.py) ----------------------------------------------
+
+def rom_contents(model, cfg):
+    """{name: (width, words)} of every B-ROM: per unit (L: the matrices, D: the LM head/embedding) and lane, the
+    codes, the scales and the row exponents, as GEMVUnit makes its Memories of them."""
+    hq = to_device(model.embed)
+    layout = bank_layout([(n, to_device(q)) for n, q in matrix_list(model)], cfg.lanes)
+    return _contents(cfg, bank_images(layout, cfg), bank_images(bank_layout([("embed", hq)], cfg.lanes), cfg, hq.bits),
+                     hq.bits)
+
+
+def _contents(cfg, l_images, d_images, head_bits):
+    out = {}
+    for unit, images, bits in (("L", l_images, cfg.code_bits), ("D", d_images, head_bits)):
+        for lane, img in enumerate(images):
+            out[f"{unit}{lane}.codes"] = (cfg.macs_per_lane * bits, img.codes or [0])
+            out[f"{unit}{lane}.scales"] = (2 * cfg.scale_bits, img.scales or [0])
+            out[f"{unit}{lane}.rowexp"] = (cfg.exp_bits, img.rowexp or [0])
+    return out
+
+
+def placeholder_images(contents, unit, lanes, seed):
+    """BankImages of a unit's placeholder ROMs (rom_swap.placeholder_words, depths padded to whole 512-word
+    columns) in place of the model's, for a routed design the model is swapped into afterwards."""
+    from roma.boards.rom_swap import padded_depth, placeholder_words
+
+    def ph(name):
+        width, words = contents[name]
+        return placeholder_words(name, width, padded_depth(len(words)), seed)
+    return [BankImage(ph(f"{unit}{b}.codes"), ph(f"{unit}{b}.scales"), ph(f"{unit}{b}.rowexp")) for b in range(lanes)]
+
+
+def build_accelerator(model, cfg, context=None, lora_size=None, max_cmds=MAX_CMDS, placeholder_seed=None):
     """lora_size: (groups, rows) per H bank for the KV cache and adapters (LoraPlan's figures), or None for
-    the KV cache alone."""
+    the KV cache alone. placeholder_seed: B-ROMs hold placeholder words (placeholder_images), not the model's."""
     c = model.config
     if model.lm_head is not None:
         raise ConfigError(f"{c.name}: untied LM head; the accelerator reads embedding rows from the head's ROM")
@@ -88,10 +120,14 @@ def build_accelerator(model, cfg, context=None, lora_size=None, max_cmds=MAX_CMD
     vm = geo.vm_layout()
     hq = to_device(model.embed)
     head_layout = bank_layout([("embed", hq)], cfg.lanes)
-    dut = Accelerator(cfg, bank_images(layout, cfg), max(c.dim, c.hidden, c.n_heads * c.head_dim), gwords,
+    l_images, d_images = bank_images(layout, cfg), bank_images(head_layout, cfg, hq.bits)
+    if placeholder_seed is not None:
+        contents = _contents(cfg, l_images, d_images, hq.bits)
+        l_images, d_images = (placeholder_images(contents, u, cfg.lanes, placeholder_seed) for u in "LD")
+    dut = Accelerator(cfg, l_images, max(c.dim, c.hidden, c.n_heads * c.head_dim), gwords,
                       cos, sin, dim=c.dim, head_dim=c.head_dim, context=geo.context, eps_q=F.eps_q(c.norm_eps),
                       kv_groups_per_bank=groups, kv_rows_per_bank=rows,
                       ve_words=geo.ve_words(), vm_words=vm["words"] + 2, max_cmds=max_cmds,
-                      head_images=bank_images(head_layout, cfg, hq.bits), head_bits=hq.bits,
+                      head_images=d_images, head_bits=hq.bits,
                       head_signed=hq.signed, h_act_cols=geo.h_act_layout()["words"] * GROUP)
     return AccelBuild(dut, geo, layout[3], vm, hq.bits, hq.signed, groups, rows, n_cmds, max_cmds)

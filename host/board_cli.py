@@ -1,4 +1,4 @@
-"""`roma fit`, `roma build`, `roma load`: the accelerator on ECP5 boards (boards/)."""
+"""`roma fit`, `roma build`, `roma swap`, `roma load`: the accelerator on ECP5 boards (boards/)."""
 
 import json
 import shutil
@@ -103,11 +103,25 @@ def format_report(r):
     return "\n".join(lines)
 
 
+def _accel_config(args, board, variant, model):
+    """(AccelConfig, context) for `roma build` and `roma swap`: the lanes and context `roma fit` chooses unless
+    given. Refuses a configuration that does not fit unless --force."""
+    from roma.boards.fit import plan
+    from roma.soc.config import AccelConfig
+    fit = plan(model, variant, context=args.context, lanes=args.lanes, macs_per_lane=args.macs)
+    if not fit.fits and not args.force:
+        raise RomaError(f"{fit.reason}\n(`roma fit --board {board.name} --model {args.model}` shows the numbers; "
+                        f"--force builds anyway, --bringup builds the board's SoC without the accelerator)")
+    n = fit.chosen
+    if n is None and not args.lanes:
+        raise RomaError("no configuration fits: give --lanes (and --macs) with --force")
+    cfg = AccelConfig(lanes=args.lanes or n.lanes, macs_per_lane=args.macs or n.macs_per_lane)
+    return cfg, fit.context
+
+
 def cmd_build(args):
     from roma.boards import get_board
     from roma.boards.bitstream import build_bitstream
-    from roma.boards.fit import plan
-    from roma.soc.config import AccelConfig
     board = get_board(args.board)
     variant = board.variant(args.variant)
     freq = args.sys_clk_mhz * 1e6 if args.sys_clk_mhz else None
@@ -116,13 +130,7 @@ def cmd_build(args):
     model = cfg = context = None
     if not args.bringup:
         model = _load_model(args.model)
-        fit = plan(model, variant, context=args.context, lanes=args.lanes, macs_per_lane=args.macs)
-        if not fit.fits and not args.force:
-            raise RomaError(f"{fit.reason}\n(`roma fit --board {board.name} --model {args.model}` shows the numbers; "
-                            f"--force builds anyway, --bringup builds the board's SoC without the accelerator)")
-        n = fit.chosen
-        cfg = AccelConfig(lanes=args.lanes or n.lanes, macs_per_lane=args.macs or n.macs_per_lane)
-        context = fit.context
+        cfg, context = _accel_config(args, board, variant, model)
     b = build_bitstream(board, model, cfg, context, variant=variant, sys_clk_freq=freq, with_ethernet=args.ethernet,
                         seed=args.seed, progress=not args.quiet)
     r = dict(b.report)
@@ -138,6 +146,45 @@ def cmd_build(args):
     return 0 if r["timing_met"] else 2
 
 
+# swap -------------------------------------------------------------------------------------------------------
+def cmd_swap(args):
+    """A model into the routed design of its geometry (built by `roma build` for any model of that geometry),
+    with the proof: every ROM word read back from the new bitstream equals the model's export and firmware."""
+    import time
+
+    from roma.boards import get_board
+    from roma.boards.bitstream import cached_routed
+    from roma.boards.model_swap import swap_model, verify_bitstream
+    board = get_board(args.board)
+    variant = board.variant(args.variant)
+    freq = args.sys_clk_mhz * 1e6 if args.sys_clk_mhz else None
+    model = _load_model(args.model)
+    cfg, context = _accel_config(args, board, variant, model)
+    routed = cached_routed(board, model, cfg, context, variant, freq, args.ethernet, args.seed)
+    if routed is None:
+        raise RomaError(f"no routed design of this geometry ({cfg.lanes} lanes x {cfg.macs_per_lane} MACs, context "
+                        f"{context}, {model.config.name}'s configuration and norm weights) on {board.title} "
+                        f"{variant}: `roma build` it once (any model of the geometry), then swap")
+    t0 = time.monotonic()
+    b = swap_model(routed, model, cfg, context, progress=not args.quiet)
+    total = time.monotonic() - t0
+    r = b.report
+    s, routed_s = r["swap"]["seconds"], routed.report["seconds"]
+    print(f"{model.config.name} swapped into {routed.folder.name}: {r['swap']['roms']} ROMs, "
+          f"{r['swap']['words']:,} words")
+    print("  swap " + ", ".join(f"{k} {v:.1f} s" for k, v in s.items()) +
+          (" (cached)" if b.cached else f"; {total:.1f} s in all") + "; the build it replaces: " +
+          ", ".join(f"{k} {v:.0f} s" for k, v in routed_s.items()))
+    rc = 0
+    if not args.no_verify:
+        bad, dt = verify_bitstream(b, model, cfg)
+        print(f"  check ({dt:.1f} s, ecpunpack of the bitstream): " +
+              ("every ROM word equals the export and firmware" if not bad else "MISMATCH: " + "; ".join(bad)))
+        rc = 1 if bad else 0
+    print(f"  bitstream: {b.bitstream}")
+    return rc
+
+
 # load -------------------------------------------------------------------------------------------------------
 def cmd_load(args):
     from roma.boards import get_board
@@ -151,7 +198,7 @@ def cmd_load(args):
 
 
 def register(sub):
-    """Adds fit, build and load to the `roma` command's subparsers."""
+    """Adds fit, build, swap and load to the `roma` command's subparsers."""
     p = sub.add_parser("fit", help="what a model needs on an ECP5 board against what its part has (no build)")
     _board_args(p)
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -172,6 +219,20 @@ def register(sub):
     p.add_argument("--json", help="also write the report to this file")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_build)
+
+    p = sub.add_parser("swap", help="another model (same geometry) into a routed design: ROM contents rewritten, "
+                                    "no synthesis (seconds)",
+                       description="Finds the cached routed design `roma build` made for this geometry (placeholder "
+                                   "ROMs), writes the model's B-ROM words and firmware into its block RAM, runs "
+                                   "ecppack, then unpacks the new bitstream and checks every ROM word.")
+    _board_args(p)
+    p.add_argument("--sys-clk-mhz", type=float, help="as given to roma build")
+    p.add_argument("--ethernet", action="store_true", help="as given to roma build")
+    p.add_argument("--seed", type=int, default=1, help="as given to roma build")
+    p.add_argument("--force", action="store_true", help="as given to roma build")
+    p.add_argument("--no-verify", action="store_true", help="skip reading the bitstream back (ecpunpack)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_swap)
 
     p = sub.add_parser("load", help="program a board with openFPGALoader")
     p.add_argument("--board", required=True)

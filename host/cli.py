@@ -1,4 +1,4 @@
-"""The `roma` command: info, generate, eval, export, make-adapter, bench; fit, build, load (board_cli.py)."""
+"""The `roma` command: info, generate, eval, export, make-adapter, bench; fit, build, swap, load (board_cli.py)."""
 
 import argparse
 import json

@@ -127,6 +127,69 @@ def test_swap_is_fast(ph):
     assert time.monotonic() - t0 < 5
 
 
+# The accelerator's hook (milliseconds) -----------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny():
+    from roma.host.models import load_model
+    return load_model("tiny-260k", with_tokenizer=False)
+
+
+def _other_model(tiny, what):
+    """tiny-260k with other matrix codes ("matrices") or other norm weights ("norms"): the same geometry."""
+    import copy
+    m = copy.deepcopy(tiny)
+    if what == "matrices":
+        q = next(iter(m.layers[0].proj.values()))
+        q.codes = np.ascontiguousarray(q.codes[::-1])
+        m.embed.codes = np.ascontiguousarray(m.embed.codes[:, ::-1])
+    else:
+        m.final_norm = m.final_norm * 1.5
+    return m
+
+
+def test_accelerator_placeholder_roms(tiny):
+    """build_accelerator(placeholder_seed=...) puts the swap's placeholders, padded to whole columns, in every B-ROM
+    (L and D units, codes, scales, row exponents); rom_contents names the model's words for the same Memories."""
+    from migen import Memory
+
+    from roma.gateware.accel_build import build_accelerator, rom_contents
+    from roma.soc.config import AccelConfig
+    cfg = AccelConfig(lanes=2, macs_per_lane=8)
+    real = rom_contents(tiny, cfg)
+    assert len(real) == 2 * 2 * 3 and real["L1.codes"][0] == 32 and real["D0.rowexp"][0] == cfg.exp_bits
+
+    def roms(acc):      # GEMVUnit's Memories (a set: found by their contents)
+        return {tuple(m.init): m for u in "LD" for m in getattr(acc.dut, u)._fragment.specials
+                if isinstance(m, Memory)}
+    built, ph = roms(build_accelerator(tiny, cfg, 32)), roms(build_accelerator(tiny, cfg, 32, placeholder_seed=1))
+    assert len(ph) == len(real)
+    for name, (width, words) in real.items():
+        m = built[tuple(words)]
+        p = ph[tuple(rs.placeholder_words(name, width, rs.padded_depth(len(words)), seed=1))]
+        assert m.width == p.width == width and m.depth == len(words)
+        assert p.depth == rs.padded_depth(len(words)) and p.depth % 512 == 0 and m.name_override == p.name_override
+
+
+def test_routed_design_key(tiny):
+    """A routed design serves every model of its geometry: its key ignores matrices, embedding and name, not the
+    norm weights (the vector unit's gamma memory is not swapped)."""
+    from roma.boards.model_swap import routed_hash
+    other = _other_model(tiny, "matrices")
+    assert other.content_hash() != tiny.content_hash()
+    assert routed_hash(other) == routed_hash(tiny) != routed_hash(_other_model(tiny, "norms"))
+
+
+def test_swap_command_needs_a_routed_design(tmp_path, monkeypatch, capsys):
+    import roma.boards.bitstream as bs
+    from roma.host.cli import main
+    monkeypatch.setenv("ROMA_CACHE", str(tmp_path))
+    monkeypatch.setattr(bs, "tool_versions", lambda: {})
+    assert main(["swap", "--board", "ulx3s", "--model", "tiny-260k", "--lanes", "2", "--force"]) == 1
+    err = capsys.readouterr().err
+    assert "no routed design of this geometry (2 lanes x 8 MACs" in err and "roma build" in err
+
+
 # The routed demo design (a minute) ---------------------------------------------------------------------------
 
 @pytest.mark.synth
