@@ -3,6 +3,7 @@ design swapped to new words, checked from its unpacked .bit against a direct bui
 
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -230,3 +231,85 @@ def test_swap_routed_design():
     print(json.dumps({"build_s": round(build_s, 1), "steps": {k: round(v, 1) for k, v in times.items()},
                       "swap_s": round(swap_s, 2), "dp16kd": len(rs.read_brams(text))}))
     assert swap_s < 10
+
+
+# The accelerator's build, yosys and nextpnr stood in for (minutes: the SoC's software, the firmware) ---------
+
+def _fake_routing(placeholders, device):
+    """What nextpnr's config would hold: every placeholder column in some DP16KD, 36 to a block (36-bit mode)."""
+    cols = [bits[k * 512:(k + 1) * 512, b] for _, bits in sorted(placeholders.items())
+            for b in range(bits.shape[1]) for k in range(bits.shape[0] // 512)]
+    placed = {str(i // 36): (5, {}) for i in range(len(cols))}
+    for i, c in enumerate(cols):
+        placed[str(i // 36)][1][i % 36] = c
+    text = f".device {device}\n\n"         # (no tiles: ecppack checks them against the device's database)
+    return text + _synthetic_config(placed).split(".tile R2C2")[0].split("arc: A B\n\n", 1)[1]
+
+
+@pytest.mark.slow
+def test_accelerator_build_routes_once_and_swaps(tiny, monkeypatch):
+    """build_bitstream's model path with yosys and nextpnr stood in for (the accelerator fits no ECP5 yet): the
+    yosys script forces the B-ROMs into block RAM, the B-ROMs and the CPU ROM hold placeholders, the routed design
+    is found in (a config laid out from them), ecppack runs for real, `roma build` swaps the model in and
+    `roma swap` proves it from the unpacked bitstream; a model of the same geometry reuses the routed design."""
+    import re
+    import shutil
+
+    import roma.boards.bitstream as bs
+    from roma.boards import get_board
+    from roma.boards.model_swap import placeholders, verify_bitstream
+    from roma.boards.sim import _rom_init_name
+    from roma.host.cache import cache_dir
+    from roma.host.cli import main
+    from roma.soc.config import AccelConfig
+
+    root = cache_dir("test-romswap", "accel")      # (under the cache: YoWASP's tools cannot see /tmp)
+    shutil.rmtree(root)
+    monkeypatch.setenv("ROMA_CACHE", str(root))
+    monkeypatch.setattr(bs, "tool_versions", lambda: {"stand-in": 1})
+    real_step, steps = bs.run_step, []
+
+    def step(label, cmd, cwd, log, progress=True):
+        exe = Path(cmd[0]).name.replace("yowasp-", "")
+        steps.append(exe)
+        name = "roma_ulx3s"
+        if exe == "yosys":
+            ys = (cwd / f"{name}.ys").read_text()
+            assert re.search(r"^setattr -set ram_style \"block\" \*/\*brom_\*\nsynth_ecp5 ", ys, re.M)
+            rom = [int(x, 16) for x in (cwd / _rom_init_name(cwd / f"{name}.v")).read_text().split()]
+            state["ph"] = ph = placeholders(tiny, cfg, len(rom), 1)
+            assert rom == rs.from_bits(ph["cpu_rom"])
+            inits = {f.read_text() for f in cwd.glob("*.init")}
+            for n, bits in ph.items():
+                w = bits.shape[1]
+                assert "".join(f"{x:0{w // 4}x}\n" for x in rs.from_bits(bits)) in inits, n
+        elif exe == "nextpnr-ecp5":
+            ph = state["ph"]
+            (cwd / f"{name}.config").write_text(_fake_routing(ph, "LFE5U-85F"))
+            (cwd / "nextpnr_report.json").write_text(json.dumps({
+                "utilization": {"DP16KD": {"used": 150, "available": 208}},
+                "fmax": {"$glbnet$crg_clkout": {"achieved": 55.0, "constraint": 50.0}}}))
+            Path(log).write_text("")
+        else:
+            return real_step(label, cmd, cwd, log, progress)
+        return 0.0
+
+    state = {}
+    monkeypatch.setattr(bs, "run_step", step)
+    board = get_board("ulx3s")
+    cfg = AccelConfig(lanes=2, macs_per_lane=8)
+    args = ["--board", "ulx3s", "--model", "tiny-260k", "--lanes", "2", "--force", "--context", "64"]
+    assert main(["build", *args, "--no-sim"]) == 0
+    assert steps == ["yosys", "nextpnr-ecp5", "ecppack"]
+    t0 = time.monotonic()
+    assert main(["swap", *args]) == 0                   # the swap cached, the proof from the bitstream
+    assert time.monotonic() - t0 < 60
+    # another model of the same geometry: the same routed design, its own bitstream, proven
+    other = _other_model(tiny, "matrices")
+    b = bs.build_bitstream(board, other, cfg, 64, progress=False)
+    assert steps == ["yosys", "nextpnr-ecp5", "ecppack"] and not b.cached
+    bad, _ = verify_bitstream(b, other, cfg)
+    assert bad == []
+    first = bs.build_bitstream(board, tiny, cfg, 64, progress=False)
+    assert first.cached and first.bitstream != b.bitstream
+    assert verify_bitstream(first, other, cfg)[0] != []          # and it is not the first model's
