@@ -100,9 +100,10 @@ def swap_model(routed, model, cfg, context, progress=True):
     (folder / f"{name}.config").write_text(text)
     t_swap = time.monotonic() - t0
     t_pack = rs.ecppack(folder / f"{name}.config", bit)
+    seconds = {"firmware": round(t_fw, 2), "rewrite": round(t_swap, 2), "ecppack": round(t_pack, 2)}
     report = dict(r, model=model.config.name, bitstream=str(bit), firmware_bytes=fw.stat().st_size,
-                  swap={"seconds": {"firmware": round(t_fw, 2), "rewrite": round(t_swap, 2), "ecppack": round(t_pack, 2)},
-                        "roms": len(rmap.roms), "words": sum(d for _, d in rmap.roms.values()), "check": "ok"})
+                  swap={"seconds": seconds, "roms": len(rmap.roms), "words": sum(d for _, d in rmap.roms.values()),
+                        "check": "ok"})
     report_path.write_text(json.dumps(report, indent=1))
     return BoardBuild(folder, bit, report, False)
 
