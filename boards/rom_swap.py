@@ -5,7 +5,7 @@ The routed design is built once with placeholder ROM contents: seeded pseudo-ran
 could otherwise trim it). nextpnr-ecp5's textual config (--textcfg, ecppack's input) holds each DP16KD's initial
 contents as a `.bram_init` section; locate() finds every placeholder column there, swap_config() writes the new
 model's columns in their place, and ecppack makes the .bit. check_config() reads the words back out of a config
-(also one unpacked from a .bit by ecppunpack) and compares them with the export: the proof of a swap.
+(also one unpacked from a .bit by ecpunpack) and compares them with the export: the proof of a swap.
 
 This is prjtrellis `ecpbram`'s method (the same six DP16KD data layouts, the same 512-bit columns), done in
 Python rather than by calling ecpbram, because ecpbram

@@ -99,6 +99,9 @@ def format_report(r):
                      f"{r['projected_decode_tok_s']:,.0f} tok/s at Fmax, {r['decode_tok_s_at_clk']:,.0f} at "
                      f"{r['sys_clk_hz'] / 1e6:g} MHz")
     lines.append("  " + ", ".join(f"{k} {v:.0f} s" for k, v in r["seconds"].items()))
+    if r.get("swap"):
+        lines.append("  the model swapped into the routed design: " +
+                     ", ".join(f"{k} {v:.1f} s" for k, v in r["swap"]["seconds"].items()))
     lines.append(f"  bitstream: {r['bitstream']}")
     return "\n".join(lines)
 
