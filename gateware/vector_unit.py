@@ -1,5 +1,6 @@
-"""The vector unit: element-wise and reduction ops on the vector memory (VM), one 32-element group per cycle,
-each exactly as the golden model defines it (host/golden/functions.py, numerics.py).
+"""The vector unit: element-wise and reduction ops on the vector memory (VM), `vec_lanes` elements per cycle
+(a 32-element VM word in 32 / vec_lanes beats), each exactly as the golden model defines it
+(host/golden/functions.py, numerics.py).
 
 VM words hold 32 elements of the vector format (VEC_BITS each), element e at bits [e*VEC_BITS, ...).
 A command names an op, two source word addresses (a, b), a destination (dst), a word count (n), an
@@ -19,8 +20,11 @@ auxiliary value (aux) and an element count (count, for masked softmax). Ops:
   ARGMAX   index of the first maximum over the first `count` elements
 With `qout`, NORM and SILU also quantize their result to the activation port (as QUANT of dst would), and
 SM_NORM its probabilities scaled by V's exponents (as AVEC of dst would): one op instead of two.
-Pipeline: issue, read, three compute stages, write (LATENCY cycles from issue to write); the activation
-port's quantizer is a two-stage tail after the write stage (ACT_LATENCY).
+Pipeline: issue, read, three compute stages, write (LATENCY cycles from a word's last beat to its write); the
+beats of a word collect into the whole word at the write stage, and the activation port's quantizer (which needs
+the whole group) is a two-stage tail after it (ACT_LATENCY). Each lane has one shared multiplier per stage
+(plus RoPE's second product and the softmax's scaling) with operands chosen by the op: operand widths follow
+from the golden model's bounds, so most products fit 64 bits.
 """
 
 from migen import *
@@ -49,6 +53,12 @@ def _elems(word, bits=VEC_BITS, signed=True, n=GROUP):
     """n signed elements of a packed word, and the statements that slice them out."""
     sigs = [Signal((bits, signed)) for _ in range(n)]
     return sigs, [s.eq(word[e * bits:(e + 1) * bits]) for e, s in enumerate(sigs)]
+
+
+def _round_product(a, b, s):
+    """round(a * b >> s) for signed a, b: the rounding constant is as wide as the whole product, because a
+    Verilog product is only as wide as its expression's context."""
+    return (a * b + Constant(1 << (s - 1), (len(a) + len(b) + 1, True))) >> s
 
 
 class _Table(Module):
@@ -86,6 +96,10 @@ def _quant_word(cfg, vals, vmax, frac, width):
 class VectorUnit(Module):
     def __init__(self, cfg, vm_words, dim, eps_q, gamma_words, head_dim=32, context=64, ve_words=2):
         W = VEC_BITS
+        VW = cfg.vec_lanes                      # elements per cycle
+        BEATS = GROUP // VW                     # cycles per VM word
+        if head_dim not in (GROUP, 2 * GROUP):
+            raise ValueError(f"head_dim={head_dim}: RoPE handles heads of one or two VM words (32 or 64)")
         self.dim_recip = int(round((1 << F.MEAN_FRAC) / dim))
         scale_q = F.attn_scale_q(head_dim)
         # command interface ---------------------------------------------------------------------------
@@ -138,144 +152,206 @@ class VectorUnit(Module):
         self.ve_w = vemem.get_port(write_capable=True, we_granularity=EXP_BITS)
         self.specials += ra, rb, wp, self.vm_w, self.vm_r, gp, vep, self.ve_w
         half = head_dim // 2
+        wpr = head_dim // GROUP          # VM words per head (ROPE)
 
-        # issue: a word index i per cycle (ROPE on 64-wide heads: every other cycle) ---------------------
+        # issue: one beat (VW elements of word i) per cycle; ROPE on two-word heads takes word hw = 0 then 1 of
+        # each head, reading both words throughout (its partners are in the other word) -------------------
         i = Signal(16)
+        beat = Signal(max(1, bits_for(BEATS - 1)))
+        hw = Signal()
         issuing = Signal()
         op = Signal(4)
         qout, abase = Signal(), Signal(ABASE_BITS)
-        wpr = head_dim // GROUP          # words per head for ROPE
-        # ROPE on heads of two words writes two words per head: it issues every other cycle
-        phase = Signal()
-        slow = Signal()
-        self.comb += slow.eq((op == OPS["rope"]) & (wpr > 1))
+        rope = Signal()
+        self.comb += rope.eq(op == OPS["rope"])
+        last_beat = Signal()
+        last_word = Signal()            # the last beat of a VM word: the word is complete
+        self.comb += last_beat.eq(beat == BEATS - 1), last_word.eq(last_beat)
         self.sync += [
             If(self.start & ~self.busy,
-                issuing.eq(self.n != 0), i.eq(0), op.eq(self.op), self.busy.eq(1), phase.eq(0),
+                issuing.eq(self.n != 0), i.eq(0), beat.eq(0), hw.eq(0), op.eq(self.op), self.busy.eq(1),
                 qout.eq(self.qout), abase.eq(self.abase),
             ).Elif(issuing & ~self.hold,
-                phase.eq(slow & ~phase),
-                If(~slow | phase,
-                    i.eq(i + 1),
-                    If(i == self.n - 1, issuing.eq(0)),
+                beat.eq(Mux(last_beat, 0, beat + 1)),
+                If(last_beat,
+                    If(rope & ~hw if wpr > 1 else 0,
+                        hw.eq(1),
+                    ).Else(
+                        hw.eq(0), i.eq(i + 1),
+                        If(i == self.n - 1, issuing.eq(0)),
+                    ),
                 ),
             )
         ]
         self.comb += [
-            ra.adr.eq(Mux(op == OPS["rope"], self.a + i * wpr, self.a + i)),
-            rb.adr.eq(Mux(op == OPS["rope"], self.a + i * wpr + (wpr - 1), self.b + i)),
+            ra.adr.eq(Mux(rope, self.a + i * wpr, self.a + i)),
+            rb.adr.eq(Mux(rope, self.a + i * wpr + (wpr - 1), self.b + i)),
             gp.adr.eq(self.aux + i), vep.adr.eq(self.aux + i),
             self.rd_a.eq(ra.adr), self.rd_b.eq(rb.adr),
-            self.uses_b.eq((op == OPS["add"]) | (op == OPS["silu"]) | (op == OPS["rope"])),
+            self.uses_b.eq((op == OPS["add"]) | (op == OPS["silu"]) | rope),
         ]
-        valid = [issuing & ~phase & ~self.hold] + [Signal() for _ in range(ACT_LATENCY)]
+        # pipeline bookkeeping: valid, word index, beat, head word, last beat of a word
+        valid = [issuing & ~self.hold] + [Signal() for _ in range(ACT_LATENCY)]
         idx = [i] + [Signal(16) for _ in range(ACT_LATENCY)]
+        bt = [beat] + [Signal(len(beat)) for _ in range(ACT_LATENCY)]
+        hws = [hw] + [Signal() for _ in range(ACT_LATENCY)]
+        wl = [last_word] + [Signal() for _ in range(ACT_LATENCY)]
         for k in range(ACT_LATENCY):
-            self.sync += valid[k + 1].eq(valid[k]), idx[k + 1].eq(idx[k])
+            self.sync += valid[k + 1].eq(valid[k]), idx[k + 1].eq(idx[k]), bt[k + 1].eq(bt[k]), \
+                hws[k + 1].eq(hws[k]), wl[k + 1].eq(wl[k])
 
-        # operands (stage 1 reads them) ------------------------------------------------------------------
-        x, s = _elems(ra.dat_r)
-        y, s2 = _elems(rb.dat_r)
-        g, s3 = _elems(gp.dat_r, GAMMA_BITS)
-        ve, s4 = _elems(vep.dat_r, EXP_BITS)
-        self.comb += s + s2 + s3 + s4
-        elem = [Signal(16) for _ in range(GROUP)]          # global element index of each slot
-        inmask = [Signal() for _ in range(GROUP)]
-        for e in range(GROUP):
-            self.comb += elem[e].eq(idx[1] * GROUP + e), inmask[e].eq(elem[e] < self.count)
-
-        # per-slot pipeline registers
-        r1 = [Signal((2 * W + 8, True)) for _ in range(GROUP)]
-        r1x = [Signal((W + 16, True)) for _ in range(GROUP)]
-        r1y = [Signal((W, True)) for _ in range(GROUP)]
-        r1g = [Signal((GAMMA_BITS, True)) for _ in range(GROUP)]
-        r1m = [Signal() for _ in range(GROUP)]
-        r2 = [Signal((2 * W + 8, True)) for _ in range(GROUP)]
-        r2y = [Signal((W, True)) for _ in range(GROUP)]
-        r3 = [Signal((W, True)) for _ in range(GROUP)]
-        r1max = Signal(W + 16)
-
-        # tables ---------------------------------------------------------------------------------------------
-        self.submodules.sig = sig = _Table(F.SIG_TABLE, 12, F.SIG_FRAC + 1, GROUP)
-        self.submodules.exp2 = exp2 = _Table(F.EXP2_TABLE, F.EXP_TABLE_BITS + 1, F.EXP_FRAC + 1, GROUP)
-        sshift = VEC_FRAC - F.SIG_STEP_BITS
-        slo = -F.SIG_RANGE << F.SIG_STEP_BITS
-        elow = VEC_FRAC - F.EXP_TABLE_BITS
-
-        # stage 1 ---------------------------------------------------------------------------------------------
-        xs = [Signal((W, True)) for _ in range(GROUP)]
-        scaled = [Signal((W + 1, True)) for _ in range(GROUP)]
-        xscale = [Signal((W + 18, True)) for _ in range(GROUP)]
-        tt = [Signal(W + 20) for _ in range(GROUP)]          # exp_neg's t (non-negative)
-        vsh = [[Signal(6) for _ in range(GROUP)] for _ in range(3)]   # V's exponent + VEC_FRAC, stages 1-3
-        for e in range(GROUP):
-            gc = Signal((W, True))
-            uc = Signal((W, True))
-            tidx = Signal((W, True))
-            negd = Signal((W + 2, True))
-            self.comb += [
-                xs[e].eq(x[e] >> self.e),
-                gc.eq(clamp(x[e], -F.SILU_IN_MAX, F.SILU_IN_MAX)),
-                uc.eq(clamp(y[e], -F.SILU_IN_MAX, F.SILU_IN_MAX)),
-                tidx.eq(gc >> sshift),
-                sig.adr[e].eq(clamp(tidx - slo, 0, len(F.SIG_TABLE) - 2)),
-                xscale[e].eq(x[e] * scale_q),
-                scaled[e].eq(rshift_round(xscale[e], 16)),
-                negd.eq(self.smax - scaled[e]),
-                tt[e].eq((Mux(negd > F.EXP_IN_MAX, F.EXP_IN_MAX, negd) * F.LOG2E_Q) >> 16),
-                exp2.adr[e].eq(tt[e][elow:VEC_FRAC]),
-            ]
-            self.sync += [
-                r1x[e].eq(Mux(op == OPS["silu"], gc, Mux(op == OPS["sm_exp"], tt[e], x[e]))),
-                vsh[0][e].eq(ve[e] + VEC_FRAC), vsh[1][e].eq(vsh[0][e]), vsh[2][e].eq(vsh[1][e]),
-                r1y[e].eq(Mux(op == OPS["silu"], uc, y[e])),
-                r1g[e].eq(g[e]),
-                r1m[e].eq(inmask[e]),
-                Case(op, {
-                    OPS["add"]: r1[e].eq(x[e] + y[e]),
-                    OPS["norm"]: r1[e].eq(xs[e] * self.R),
-                    OPS["silu"]: r1[e].eq(tidx),
-                    OPS["sm_max"]: r1[e].eq(scaled[e]),
-                    OPS["sm_norm"]: r1[e].eq(x[e] * self.Rz),
-                    OPS["argmax"]: r1[e].eq(x[e]),
-                    OPS["quant"]: r1[e].eq(x[e]),
-                    OPS["avec"]: r1[e].eq(x[e]),
-                    "default": r1[e].eq(0),
-                }),
-            ]
-        self.sync += r1max.eq(tree(max_, [abs_(v) for v in x]))
-
-        # ROPE: rotated pairs (j, j + head_dim/2) of one head, both halves computed at stage 1 ------------
+        # operands (stage 1 reads them): this beat's slots -----------------------------------------------
+        xa, s = _elems(ra.dat_r)
+        xb, s2 = _elems(rb.dat_r)
+        g_all, s3 = _elems(gp.dat_r, GAMMA_BITS)
+        ve_all, s4 = _elems(vep.dat_r, EXP_BITS)
         self.specials.cos = cmem = Memory(half * TRIG_BITS, context)
         self.specials.sin = smem = Memory(half * TRIG_BITS, context)
         cp, sp = cmem.get_port(), smem.get_port()
         self.specials += cp, sp
         self.comb += cp.adr.eq(self.aux), sp.adr.eq(self.aux)
         self.cos_mem, self.sin_mem = cmem, smem
-        cs, s5 = _elems(cp.dat_r, TRIG_BITS, n=half)
-        sn, s6 = _elems(sp.dat_r, TRIG_BITS, n=half)
-        self.comb += s5 + s6
-        # the head's elements: one word (head_dim 32) or two (64)
-        head = x[:head_dim] if head_dim <= GROUP else x + y
-        rot = [Signal((W, True)) for _ in range(head_dim)]
-        for j in range(half):
-            a_ = Signal((W, True))
-            b_ = Signal((W, True))
-            self.comb += a_.eq(clamp(head[j], -F.ROPE_IN_MAX, F.ROPE_IN_MAX)), \
-                b_.eq(clamp(head[j + half], -F.ROPE_IN_MAX, F.ROPE_IN_MAX))
-            ra_, rb_ = Signal((W + TRIG_BITS + 1, True)), Signal((W + TRIG_BITS + 1, True))
-            self.comb += ra_.eq(a_ * cs[j] - b_ * sn[j]), rb_.eq(b_ * cs[j] + a_ * sn[j])
-            self.comb += rot[j].eq(rshift_round(ra_, F.ROPE_FRAC)), rot[j + half].eq(rshift_round(rb_, F.ROPE_FRAC))
-        rope_hi = [Signal((W, True)) for _ in range(GROUP)]     # second word of a 64-wide head
-        r2hi = [Signal((W, True)) for _ in range(GROUP)]
-        r3hi = [Signal((W, True)) for _ in range(GROUP)]
-        rope_lo = rot[:GROUP] if head_dim >= GROUP else rot + x[head_dim:]
-        r1rope = [Signal((W, True)) for _ in range(GROUP)]
-        self.sync += [r1rope[e].eq(rope_lo[e]) for e in range(GROUP)]
-        if head_dim > GROUP:
-            self.sync += [rope_hi[e].eq(rot[GROUP + e]) for e in range(GROUP)]
+        cs_all, s5 = _elems(cp.dat_r, TRIG_BITS, n=half)
+        sn_all, s6 = _elems(sp.dat_r, TRIG_BITS, n=half)
+        self.comb += s + s2 + s3 + s4 + s5 + s6
+
+        def pick(elems, k, sel, n_sel, pos):
+            """Slot k's operand: elems[pos(s, k)] for the selector's value s (a constant mux over s)."""
+            choices = [elems[pos(v, k)] for v in range(n_sel)]
+            if n_sel == 1:
+                return choices[0]
+            out = Signal.like(choices[0])
+            self.comb += Case(sel, {v: out.eq(c) for v, c in enumerate(choices)})
+            return out
+
+        sub = Signal(len(beat) + 1)          # (head word, beat) for ROPE's per-slot tables
+        self.comb += sub.eq(Cat(bt[1], hws[1]) if BEATS > 1 else hws[1])
+        n_sub = wpr * BEATS
+        at = lambda b_, k_: b_ * VW + k_
+        x = [pick(xa, k, bt[1], BEATS, at) for k in range(VW)]
+        y = [pick(xb, k, bt[1], BEATS, at) for k in range(VW)]
+        g = [pick(g_all, k, bt[1], BEATS, at) for k in range(VW)]
+        ve = [pick(ve_all, k, bt[1], BEATS, at) for k in range(VW)]
+        # ROPE: at head position p = 32 hw + e, out[p] = x[p] cos - x[p + half] sin for p < half, else
+        # x[p] cos + x[p - half] sin, with cos and sin at p mod half. A one-word head's partner is in the
+        # same word; a two-word head's in the other word, at the same element (ra reads the first, rb the second)
+        hpos = lambda v, k_: (v // BEATS) * GROUP + (v % BEATS) * VW + k_
+        xrope, yrope, cs, sn, neg = [], [], [], [], []
+        for k in range(VW):
+            if wpr == 1:
+                xrope.append(x[k])
+                yrope.append(pick(xa, k, bt[1], BEATS, lambda b_, k_: (b_ * VW + k_ + half) % GROUP))
+            else:
+                xr, yr = Signal((W, True)), Signal((W, True))
+                self.comb += xr.eq(Mux(hws[1], y[k], x[k])), yr.eq(Mux(hws[1], x[k], y[k]))
+                xrope.append(xr)
+                yrope.append(yr)
+            cs.append(pick(cs_all, k, sub, n_sub, lambda v, k_: hpos(v, k_) % half))
+            sn.append(pick(sn_all, k, sub, n_sub, lambda v, k_: hpos(v, k_) % half))
+            ng = Signal()
+            if n_sub > 1:
+                self.comb += Case(sub, {v: ng.eq(int(hpos(v, k) < half)) for v in range(n_sub)})
+            else:
+                self.comb += ng.eq(int(hpos(0, k) < half))
+            neg.append(ng)
+        inmask = [Signal() for _ in range(VW)]
+        for k in range(VW):
+            self.comb += inmask[k].eq(idx[1] * GROUP + bt[1] * VW + k < self.count)
+
+        # tables ---------------------------------------------------------------------------------------------
+        self.submodules.sig = sig = _Table(F.SIG_TABLE, 12, F.SIG_FRAC + 1, VW)
+        self.submodules.exp2 = exp2 = _Table(F.EXP2_TABLE, F.EXP_TABLE_BITS + 1, F.EXP_FRAC + 1, VW)
+        sshift = VEC_FRAC - F.SIG_STEP_BITS
+        slo = -F.SIG_RANGE << F.SIG_STEP_BITS
+        elow = VEC_FRAC - F.EXP_TABLE_BITS
+
+        # operand widths the golden model bounds (so the products fit 64 bits where they can, and share the
+        # multipliers): x >> e has at most NORM_IN_BITS bits plus sign (e from RMS_MAX or ADD); R and Rz
+        # come from the tables at normalised indices; probabilities (SM_NORM's input) are at most 1.0 in Q16;
+        # a normalised value is at most sqrt(dim) in VEC_FRAC, so it times gamma fits the golden int64
+        XS_BITS = F.NORM_IN_BITS + 2
+        R_BITS = int(F.RSQRT_TABLE[1 << (F.TABLE_BITS - 2):].max()).bit_length() + 1
+        RZ_BITS = int(F.RECIP_TABLE[1 << (F.TABLE_BITS - 1):].max()).bit_length() + 1
+        P_BITS = F.EXP_FRAC + 2
+        ROPE_BITS = F.ROPE_IN_MAX.bit_length() + 1
+        Y_BITS = W - 14             # a normalised value: |y| < 2**(VEC_FRAC + 8) for dim < 2**16
+        SILU_BITS = F.SILU_IN_MAX.bit_length() + 1
+        A1, B1 = max(XS_BITS, P_BITS, ROPE_BITS), max(R_BITS, RZ_BITS, XS_BITS, TRIG_BITS)
+        Rs, Rzs = Signal((R_BITS, True)), Signal((RZ_BITS, True))
+        self.comb += Rs.eq(self.R[:R_BITS - 1]), Rzs.eq(self.Rz[:RZ_BITS - 1])
+
+        # per-slot pipeline registers
+        r1 = [Signal((A1 + B1, True)) for _ in range(VW)]      # stage 1: the op's value (a product for some)
+        r1b = [Signal((ROPE_BITS + TRIG_BITS, True)) for _ in range(VW)]   # ROPE's second product
+        r1x = [Signal((SILU_BITS + 2, True)) for _ in range(VW)]   # SILU's clamped gate, SM_EXP's t
+        r1y = [Signal((SILU_BITS, True)) for _ in range(VW)]       # SILU's clamped up
+        r1g = [Signal((GAMMA_BITS, True)) for _ in range(VW)]
+        r1m = [Signal() for _ in range(VW)]
+        r1n = [Signal() for _ in range(VW)]
+        r2 = [Signal((W + 2, True)) for _ in range(VW)]
+        r2y = [Signal((SILU_BITS, True)) for _ in range(VW)]
+        r3 = [Signal((W, True)) for _ in range(VW)]
+        vexp = [[Signal(6) for _ in range(VW)] for _ in range(3)]   # V's exponent + VEC_FRAC, stages 1-3
+        r1max = Signal(W + 16)
+
+        # stage 1 --------------------------------------------------------------------------------------------
+        # every op's stage registers load only while a beat of that op is in the stage: an idle unit (most
+        # cycles) evaluates none of its products in the simulator
+        v1 = valid[1]
+        xs = [Signal((W, True)) for _ in range(VW)]
+        tt = [Signal(W) for _ in range(VW)]          # exp_neg's t (non-negative for the unmasked slots)
+        for k in range(VW):
+            gc, uc = Signal((SILU_BITS, True)), Signal((SILU_BITS, True))
+            tidx = Signal((SILU_BITS, True))
+            xscale = Signal((W + 16, True))
+            scaled = Signal((W + 1, True))
+            negd = Signal((W + 2, True))
+            dclamp = Signal(F.EXP_IN_MAX.bit_length())
+            a1, b1 = Signal((A1, True)), Signal((B1, True))
+            ra_, rb_ = Signal((ROPE_BITS, True)), Signal((ROPE_BITS, True))
+            xs26 = Signal((XS_BITS, True))
+            self.comb += [
+                xs[k].eq(x[k] >> self.e), xs26.eq(xs[k]),
+                gc.eq(clamp(x[k], -F.SILU_IN_MAX, F.SILU_IN_MAX)),
+                uc.eq(clamp(y[k], -F.SILU_IN_MAX, F.SILU_IN_MAX)),
+                tidx.eq(gc >> sshift),
+                sig.adr[k].eq(clamp(tidx - slo, 0, len(F.SIG_TABLE) - 2)),
+                xscale.eq(x[k] * scale_q),
+                scaled.eq(rshift_round(xscale, 16)),
+                negd.eq(self.smax - scaled),
+                dclamp.eq(clamp(negd, 0, F.EXP_IN_MAX)),
+                tt[k].eq((dclamp * F.LOG2E_Q) >> 16),
+                exp2.adr[k].eq(tt[k][elow:VEC_FRAC]),
+                ra_.eq(clamp(xrope[k], -F.ROPE_IN_MAX, F.ROPE_IN_MAX)),
+                rb_.eq(clamp(yrope[k], -F.ROPE_IN_MAX, F.ROPE_IN_MAX)),
+                # the one shared stage-1 multiplier's operands
+                Case(op, {
+                    OPS["norm"]: [a1.eq(xs26), b1.eq(Rs)],
+                    OPS["rms_ss"]: [a1.eq(xs26), b1.eq(xs26)],
+                    OPS["sm_norm"]: [a1.eq(x[k][:P_BITS]), b1.eq(Rzs)],
+                    "default": [a1.eq(ra_), b1.eq(cs[k])],
+                }),
+            ]
+            self.sync += If(v1,
+                vexp[0][k].eq(ve[k] + VEC_FRAC),
+                r1m[k].eq(inmask[k]), r1n[k].eq(neg[k]),
+                Case(op, {
+                    OPS["add"]: r1[k].eq(x[k] + y[k]),
+                    OPS["norm"]: [r1[k].eq(a1 * b1), r1g[k].eq(g[k])],
+                    OPS["rms_ss"]: r1[k].eq(a1 * b1),
+                    OPS["sm_norm"]: r1[k].eq(a1 * b1),
+                    OPS["rope"]: [r1[k].eq(a1 * b1), r1b[k].eq(rb_ * sn[k])],
+                    OPS["silu"]: [r1[k].eq(tidx), r1x[k].eq(gc), r1y[k].eq(uc)],
+                    OPS["sm_max"]: r1[k].eq(scaled),
+                    OPS["sm_exp"]: r1x[k].eq(tt[k]),
+                    "default": r1[k].eq(x[k]),
+                }),
+            )
+            self.sync += vexp[1][k].eq(vexp[0][k]), vexp[2][k].eq(vexp[1][k])
+        self.sync += r1max.eq(tree(max_, [abs_(v) for v in x]))
 
         # stage 2 ------------------------------------------------------------------------------------------
+        v2 = valid[2]
         norm_shift = Signal(8)
         self.comb += norm_shift.eq(F.RSQRT_FRAC - VEC_FRAC + (self.sh >> 1))
         nhalf = Signal(W)
@@ -284,134 +360,151 @@ class VectorUnit(Module):
         self.comb += smn_shift.eq(F.RECIP_FRAC + self.shz - F.PROB_FRAC)
         shalf = Signal(W + 8)
         self.comb += shalf.eq((1 << smn_shift) >> 1)
-        r2rope = [Signal((W, True)) for _ in range(GROUP)]
-        for e in range(GROUP):
-            frac = Signal(sshift)
-            self.comb += frac.eq(r1x[e][:sshift])
-            sgm = Signal((F.SIG_FRAC + 2, True))
-            sslope = Signal((F.SIG_FRAC + 2 + sshift + 1, True))
-            inside = (r1[e] >= slo) & (r1[e] < -slo)
-            self.comb += sslope.eq((sig.t1[e] - sig.t0[e]) * frac)
-            self.comb += sgm.eq(Mux(inside, sig.t0[e] + (sslope >> sshift),
-                                    Mux(r1[e] < slo, int(F.SIG_TABLE[0]), 1 << F.SIG_FRAC)))
-            ynorm = Signal((W + 8, True))
-            self.comb += ynorm.eq((r1[e] + nhalf) >> norm_shift)
-            # exp_neg from t (r1x holds it for SM_EXP)
-            ev = Signal((F.EXP_FRAC + 2, True))
-            en = Signal(W + 20)
-            lo_f = Signal(elow)
-            self.comb += en.eq(r1x[e] >> VEC_FRAC), lo_f.eq(r1x[e][:elow])
-            eslope = Signal((F.EXP_FRAC + 2 + elow + 1, True))
-            self.comb += eslope.eq((exp2.t1[e] - exp2.t0[e]) * lo_f)
-            self.comb += ev.eq(exp2.t0[e] + (eslope >> elow))
-            self.sync += [
-                r2y[e].eq(r1y[e]),
-                r2rope[e].eq(r1rope[e]),
-                Case(op, {
-                    OPS["add"]: r2[e].eq(saturate(r1[e], W)),
-                    OPS["norm"]: r2[e].eq(rshift_round(ynorm * r1g[e], F.GAMMA_FRAC)),
-                    OPS["silu"]: r2[e].eq(rshift_round(r1x[e] * sgm, F.SIG_FRAC)),
-                    OPS["sm_exp"]: r2[e].eq(Mux(r1m[e] & (en < 32), ev >> en[:6], 0)),
-                    OPS["sm_norm"]: r2[e].eq((r1[e] + shalf) >> smn_shift),
-                    OPS["sm_max"]: r2[e].eq(r1[e]),
-                    OPS["quant"]: r2[e].eq(r1[e]),
-                    OPS["avec"]: r2[e].eq(r1[e]),
-                    "default": r2[e].eq(0),
-                }),
+        assert F.GAMMA_FRAC == F.SIG_FRAC        # NORM and SILU share the stage-2 product and its rounding
+        for k in range(VW):
+            # the tables' interpolation: one small product (SILU's sigmoid or SM_EXP's 2**-f)
+            dt = Signal((F.SIG_FRAC + 3, True))
+            fr = Signal(max(sshift, elow))
+            slope = Signal((len(dt) + len(fr) + 1, True))
+            self.comb += [
+                dt.eq(Mux(op == OPS["silu"], sig.t1[k] - sig.t0[k], exp2.t1[k] - exp2.t0[k])),
+                fr.eq(Mux(op == OPS["silu"], r1x[k][:sshift], r1x[k][:elow])),
+                slope.eq(dt * fr),
             ]
-            if head_dim > GROUP:
-                self.sync += r2hi[e].eq(rope_hi[e])
+            sgm = Signal((F.SIG_FRAC + 2, True))
+            inside = (r1[k] >= slo) & (r1[k] < -slo)
+            self.comb += sgm.eq(Mux(inside, sig.t0[k] + (slope >> sshift),
+                                    Mux(r1[k] < slo, int(F.SIG_TABLE[0]), 1 << F.SIG_FRAC)))
+            ynorm = Signal((Y_BITS, True))
+            self.comb += ynorm.eq((r1[k] + nhalf) >> norm_shift)
+            ev = Signal((F.EXP_FRAC + 2, True))
+            en = Signal(W - VEC_FRAC)
+            self.comb += en.eq(r1x[k] >> VEC_FRAC), ev.eq(exp2.t0[k] + (slope >> elow))
+            # the shared stage-2 multiplier: NORM's y * gamma or SILU's gate * sigmoid
+            a2, b2 = Signal((max(Y_BITS, SILU_BITS), True)), Signal((GAMMA_BITS, True))
+            self.comb += If(op == OPS["norm"], a2.eq(ynorm), b2.eq(r1g[k])).Else(a2.eq(r1x[k]), b2.eq(sgm))
+            p2 = _round_product(a2, b2, F.GAMMA_FRAC)
+            rot = Signal((len(r1b[k]) + 1, True))
+            self.comb += rot.eq(Mux(r1n[k], r1[k] - r1b[k], r1[k] + r1b[k]))
+            self.sync += If(v2,
+                Case(op, {
+                    OPS["add"]: r2[k].eq(saturate(r1[k], W)),
+                    OPS["norm"]: r2[k].eq(p2),
+                    OPS["silu"]: [r2[k].eq(p2), r2y[k].eq(r1y[k])],
+                    OPS["sm_exp"]: r2[k].eq(Mux(r1m[k] & (en < 32), ev >> en[:6], 0)),
+                    OPS["sm_norm"]: r2[k].eq((r1[k] + shalf) >> smn_shift),
+                    OPS["rope"]: r2[k].eq(rshift_round(rot, F.ROPE_FRAC)),
+                    OPS["rms_ss"]: [],
+                    "default": r2[k].eq(r1[k]),
+                }),
+            )
 
         # stage 3 ------------------------------------------------------------------------------------------
-        for e in range(GROUP):
-            self.sync += Case(op, {
-                OPS["silu"]: r3[e].eq(saturate(rshift_round(r2[e] * r2y[e], VEC_FRAC), W)),
-                OPS["norm"]: r3[e].eq(saturate(r2[e], W)),
-                OPS["rope"]: r3[e].eq(r2rope[e]),
-                "default": r3[e].eq(r2[e]),
-            })
-            if head_dim > GROUP:
-                self.sync += r3hi[e].eq(r2hi[e])
+        for k in range(VW):
+            g3 = Signal((SILU_BITS + 2, True))          # SILU's gate * sigmoid
+            self.comb += g3.eq(r2[k])
+            p3 = Signal((2 * SILU_BITS + 2 - VEC_FRAC, True))
+            self.comb += p3.eq(_round_product(g3, r2y[k], VEC_FRAC))
+            self.sync += If(valid[3], Case(op, {
+                OPS["silu"]: r3[k].eq(saturate(p3, W)),
+                "default": r3[k].eq(saturate(r2[k], W)),
+            }))
 
-        # tail: the one quantizer to the activation port (its input is the stage-3 result: the value QUANT
+        # write stage: the beats of a word collect into a whole word (a shift register of the earlier beats)
+        wv = valid[4]
+        r3cat = Cat(*r3)
+        vcat = Cat(*vexp[2])
+        if BEATS > 1:
+            col = Signal((BEATS - 1) * VW * W)
+            colv = Signal((BEATS - 1) * VW * 6)
+            self.sync += If(wv, col.eq(Cat(col[VW * W:], r3cat)), colv.eq(Cat(colv[VW * 6:], vcat)))
+            word, vword = Cat(col, r3cat), Cat(colv, vcat)
+        else:
+            word, vword = r3cat, vcat
+        wdone = wv & wl[4]                  # a whole word this cycle
+        w_el = [word[e * W:(e + 1) * W] for e in range(GROUP)]
+        w_vs = [vword[e * 6:(e + 1) * 6] for e in range(GROUP)]
+
+        # tail: the one quantizer to the activation port (its input is the word's results: the value QUANT
         # reads, or what NORM/SILU write; probabilities shifted by V's exponents for AVEC and SM_NORM), and
         # the max |result| of ADD -----------------------------------------------------------------------------
         avmode = Signal()
         self.comb += avmode.eq((op == OPS["avec"]) | (op == OPS["sm_norm"]))
-        tq = [Signal((W + 16, True)) for _ in range(GROUP)]
         t1q = [Signal((W + 16, True)) for _ in range(GROUP)]
         t1max = Signal(W + 16)
-        self.comb += [tq[e].eq(Mux(avmode, r3[e] << vsh[2][e], r3[e])) for e in range(GROUP)]
-        self.sync += [t1q[e].eq(tq[e]) for e in range(GROUP)]
-        self.sync += t1max.eq(tree(max_, [abs_(v) for v in tq]))
+        tq = [Signal((W + 16, True)) for _ in range(GROUP)]
+        for e in range(GROUP):
+            v_ = Signal((W, True))
+            self.comb += v_.eq(w_el[e]), tq[e].eq(Mux(avmode, v_ << w_vs[e], v_))
+        self.sync += If(wdone, *[t1q[e].eq(tq[e]) for e in range(GROUP)], t1max.eq(tree(max_, [abs_(v) for v in tq])))
         # QUANT's input has VEC_FRAC fractional bits, the shifted probabilities 2 * VEC_FRAC
         q_stmts, q_word = _quant_word(cfg, t1q, t1max, Mux(avmode, 2 * VEC_FRAC, VEC_FRAC), W + 16)
         self.comb += q_stmts
         r6act = Signal(len(self.act_dat))
-        self.sync += r6act.eq(q_word)
+        self.sync += If(valid[5] & wl[5], r6act.eq(q_word))
         acts = Signal()
         self.comb += acts.eq((op == OPS["quant"]) | (op == OPS["avec"]) |
                              (qout & ((op == OPS["norm"]) | (op == OPS["silu"]) | (op == OPS["sm_norm"]))))
 
-        # write back ------------------------------------------------------------------------------------------
-        wv = valid[4]
-        widx = idx[4]
+        # write back: one VM word per word; a rotated two-word head writes both words after its last beat
+        # (its first word is still being read until then), the second in the next cycle ----------------
         writes = (op == OPS["add"]) | (op == OPS["norm"]) | (op == OPS["silu"]) | (op == OPS["sm_exp"]) | \
-                 (op == OPS["sm_norm"]) | (op == OPS["rope"])
-        hi_pending = Signal()
-        hi_adr = Signal(16)
-        hi_dat = Signal(GROUP * W)
+                 (op == OPS["sm_norm"]) | rope
+        pend = Signal()
+        pend_adr = Signal(16)
+        pend_dat = Signal(GROUP * W)
         self.comb += [
-            If(hi_pending,
-                wp.adr.eq(hi_adr), wp.dat_w.eq(hi_dat), wp.we.eq(1),
+            If(pend,
+                wp.adr.eq(pend_adr), wp.dat_w.eq(pend_dat), wp.we.eq(1),
+            ).Elif(rope if wpr > 1 else 0,
+                wp.adr.eq(self.a + idx[4] * wpr), wp.dat_w.eq(pend_dat), wp.we.eq(wdone & hws[4]),
             ).Else(
-                wp.adr.eq(Mux(op == OPS["rope"], self.a + widx * wpr, self.dst + widx)),
-                wp.dat_w.eq(Cat(*[v[:W] for v in r3])), wp.we.eq(wv & writes),
+                wp.adr.eq(Mux(rope, self.a + idx[4] * wpr, self.dst + idx[4])),
+                wp.dat_w.eq(word), wp.we.eq(wdone & writes),
             ),
             self.act_adr.eq(abase + idx[ACT_LATENCY - 1]), self.act_dat.eq(r6act),
-            self.act_we.eq(valid[ACT_LATENCY - 1] & acts),
+            self.act_we.eq(valid[ACT_LATENCY - 1] & wl[ACT_LATENCY - 1] & acts),
             self.writes_act.eq(acts), self.act_base.eq(abase),
         ]
+        if wpr > 1:
+            # pend_dat holds the head's first word until its second is done, then the second for one cycle
+            self.sync += pend.eq(0), If(wdone & rope,
+                pend_dat.eq(word),
+                If(hws[4], pend.eq(1), pend_adr.eq(self.a + idx[4] * wpr + 1)),
+            )
         self.sync += If(self.start & ~self.busy, self.act_written.eq(0)).Elif(self.act_we,
                                                                               self.act_written.eq(self.act_written + 1))
-        if head_dim > GROUP:
-            # the second word of a rotated 64-wide head is written in the cycle after the first (the issue
-            # skipped that cycle, so the write port is free)
-            self.sync += hi_pending.eq(wv & (op == OPS["rope"])), hi_adr.eq(self.a + widx * wpr + 1), \
-                hi_dat.eq(Cat(*[v[:W] for v in r3hi]))
 
-        # reductions: sums of squares from stage 1 (valid[2]), the rest from stage 2 (valid[3]) -----------
+        # reductions: sums of squares from stage 1's products (valid[2]), the rest from stage 2 (valid[3]) ---
         amax = Signal(W + 16)
         ss = Signal(2 * W + 16)
         z = Signal(W + 16)
         r2max = Signal(W + 16)
-        sq = [Signal(2 * W) for _ in range(GROUP)]
-        self.comb += [q.eq(v * v) for q, v in zip(sq, xs)]
-        r1ss = Signal(2 * W + 8)
-        self.sync += r1ss.eq(tree(lambda p, q: p + q, sq)), r2max.eq(r1max)
-        self.sync += If(valid[2] & (op == OPS["rms_ss"]) & ~(self.start & ~self.busy), ss.eq(ss + r1ss))
+        self.sync += r2max.eq(r1max)
+        self.sync += If(v2 & (op == OPS["rms_ss"]) & ~(self.start & ~self.busy),
+                        ss.eq(ss + tree(lambda p, q: p + q, [r1[k][:2 * XS_BITS] for k in range(VW)])))
         # masked max of the scaled scores, first maximum wins for ARGMAX
         best = Signal((W + 1, True))
         best_i = Signal(16)
         wbest = Signal((W + 1, True))
         wbest_i = Signal(16)
         cands = []
-        for e in range(GROUP):
+        for k in range(VW):
             sv = Signal((W + 1, True))                 # a signed view of the stage-1 value
-            self.comb += sv.eq(Mux(r1m[e], r1[e], -(1 << W)))
-            cands.append((sv, e))
+            self.comb += sv.eq(Mux(r1m[k], r1[k], -(1 << W)))
+            cands.append((sv, k))
         # a chain of distinct signals (a comb signal assigned and then read again in one block is not a chain
         # under the SoC's Verilog, whose comb blocks use non-blocking assignments)
-        bv, bi = cands[0][0], Constant(0, 5)
-        for v, e in cands[1:]:
-            nv, ni = Signal((W + 1, True)), Signal(5)
-            self.comb += nv.eq(Mux(v > bv, v, bv)), ni.eq(Mux(v > bv, e, bi))
+        bv, bi = cands[0][0], Constant(0, max(1, bits_for(VW - 1)))
+        for v, k in cands[1:]:
+            nv, ni = Signal((W + 1, True)), Signal(len(bi))
+            self.comb += nv.eq(Mux(v > bv, v, bv)), ni.eq(Mux(v > bv, k, bi))
             bv, bi = nv, ni
-        self.comb += wbest.eq(bv), wbest_i.eq(idx[2] * GROUP + bi)
+        self.comb += wbest.eq(bv), wbest_i.eq(idx[2] * GROUP + bt[2] * VW + bi)
         r2best, r2best_i = Signal((W + 1, True)), Signal(16)
         self.sync += r2best.eq(wbest), r2best_i.eq(wbest_i)
         word_z = Signal(W + 16)
-        self.comb += word_z.eq(tree(lambda p, q: p + q, [r2[e][:F.EXP_FRAC + 2] for e in range(GROUP)]))
+        self.comb += word_z.eq(tree(lambda p, q: p + q, [r2[k][:F.EXP_FRAC + 2] for k in range(VW)]))
         first = Signal()
         self.sync += [
             If(self.start & ~self.busy,
@@ -424,7 +517,8 @@ class VectorUnit(Module):
                     If(first | (r2best > best), best.eq(r2best), best_i.eq(r2best_i))),
             ),
             # ADD's outputs leave the tail's max two stages later
-            If(valid[LATENCY] & (op == OPS["add"]) & ~(self.start & ~self.busy), amax.eq(max_(amax, t1max))),
+            If(valid[LATENCY] & wl[LATENCY] & (op == OPS["add"]) & ~(self.start & ~self.busy),
+               amax.eq(max_(amax, t1max))),
         ]
         self.comb += self.smax.eq(best), self.argmax.eq(best_i)
 
@@ -454,7 +548,8 @@ class VectorUnit(Module):
             If(self.busy & issuing & self.hold, self.cnt_hold.eq(self.cnt_hold + 1)),
             If(self.start & ~self.busy, drain.eq(0), fin.eq(0)),
             If(self.busy & ~issuing & ~(self.start & ~self.busy),
-                If(drain < Mux(acts | (op == OPS["add"]), DRAIN + TAIL_DRAIN, DRAIN), drain.eq(drain + 1)).Else(
+                If(drain < Mux(acts | (op == OPS["add"]), DRAIN + TAIL_DRAIN, Mux(rope, DRAIN + wpr - 1, DRAIN)),
+                   drain.eq(drain + 1)).Else(
                     If((op == OPS["rms_max"]) | (op == OPS["add"]),
                         self.e.eq(Mux(bl > F.NORM_IN_BITS, bl - F.NORM_IN_BITS, 0)),
                         self.busy.eq(0), self.done.eq(1),

@@ -22,6 +22,8 @@ CODE_BITS = (4, 2)
 class AccelConfig:
     lanes: int = 16             # MAC lanes = B-ROM banks; lane b holds the rows r with r % lanes == b
     macs_per_lane: int = 8      # codes multiplied per lane per cycle; a group of 32 takes 32 / macs_per_lane cycles
+    vec_lanes: int = 32         # vector-unit elements per cycle; a 32-element VM word takes 32 / vec_lanes cycles
+                                # (each lane has about 20 18x18 multipliers: narrow for an FPGA, wide to simulate)
     code_bits: int = 4          # base-weight code width
     multiplier: str = "dsp"     # "dsp": q * a (MULT18X18D on ECP5); "lut": q selects a broadcast multiple of a
     lora_rank: int = 0          # adapters of up to this rank (padded to 32) on any projections fit the H-unit's
@@ -36,6 +38,8 @@ class AccelConfig:
             raise ConfigError(f"multiplier={self.multiplier!r}: choose one of {MULTIPLIERS}")
         if self.macs_per_lane < 1 or GROUP % self.macs_per_lane:
             raise ConfigError(f"macs_per_lane={self.macs_per_lane}: must divide the group size {GROUP}")
+        if self.vec_lanes < 1 or GROUP % self.vec_lanes:
+            raise ConfigError(f"vec_lanes={self.vec_lanes}: must divide the group size {GROUP}")
         if self.lanes < 1:
             raise ConfigError(f"lanes={self.lanes}: must be at least 1")
         if not 0 <= self.lora_rank <= 64:

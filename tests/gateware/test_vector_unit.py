@@ -9,15 +9,15 @@ import pytest
 from roma.gateware.verilator import verilator_available
 from roma.host.golden import functions as F
 from roma.host.golden.numerics import quantize_act, saturate, to_vector
-from vector_harness import VectorBench, act_word_fields
+from vector_harness import VEC_LANES, VectorBench, act_word_fields
 
 pytestmark = [pytest.mark.verilator,
               pytest.mark.skipif(not verilator_available(), reason="verilator is not on PATH")]
 
 
-@pytest.fixture
-def bench():
-    return VectorBench()
+@pytest.fixture(params=VEC_LANES, ids=lambda v: f"vec{v}")
+def bench(request):
+    return VectorBench(vec_lanes=request.param)
 
 
 def assert_act_words(bench, base, x, frac=20):
@@ -135,9 +135,10 @@ def test_argmax_first_maximum_within_count(bench):
     assert bench.peeks["argmax"] == 6
 
 
-def test_rope_heads_of_64():
+@pytest.mark.parametrize("vec_lanes", VEC_LANES)
+def test_rope_heads_of_64(vec_lanes):
     """SmolLM2's head_dim: each head spans two words, rotated pairs (j, j + 32) across them."""
-    bench = VectorBench(head_dim=64, context=64, theta=100000.0)
+    bench = VectorBench(head_dim=64, context=64, theta=100000.0, vec_lanes=vec_lanes)
     rng = np.random.default_rng(8)
     x = to_vector(rng.normal(size=192) * 5)            # three heads of 64
     bench.load(0, x)

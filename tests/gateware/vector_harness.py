@@ -1,5 +1,7 @@
 """The vector unit in Verilator, driven by a script: one build (cached by content) serves every test."""
 
+from dataclasses import replace
+
 import numpy as np
 
 from roma.gateware.vector_unit import GAMMA_BITS, OPS, VectorUnit
@@ -10,15 +12,16 @@ from roma.host.golden.numerics import GROUP, VEC_BITS
 from roma.soc.config import AccelConfig
 
 CFG = AccelConfig(lanes=4, macs_per_lane=8)
+VEC_LANES = (32, 4)         # the simulator's full width and a narrow FPGA one (eight beats per word)
 
 
 class VectorBench:
     """Collects a script (loads, commands, reads), runs it once, then fills in the results."""
 
-    def __init__(self, dim=64, eps=1e-5, head_dim=32, context=64, theta=10000.0, vm_words=32):
+    def __init__(self, dim=64, eps=1e-5, head_dim=32, context=64, theta=10000.0, vm_words=32, vec_lanes=32):
         self.dim = dim
         self.cos, self.sin = F.rope_tables(head_dim, context, theta)
-        dut = VectorUnit(CFG, vm_words, dim, F.eps_q(eps), [0] * (dim // GROUP), head_dim=head_dim,
+        dut = VectorUnit(replace(CFG, vec_lanes=vec_lanes), vm_words, dim, F.eps_q(eps), [0] * (dim // GROUP), head_dim=head_dim,
                          context=context, ve_words=8)
         dut.set_rope(self.cos, self.sin)
         ios = {"op": dut.op, "a": dut.a, "b": dut.b, "dst": dut.dst, "aux": dut.aux, "n": dut.n,
@@ -29,7 +32,7 @@ class VectorBench:
                "ve_w_adr": dut.ve_w.adr, "ve_w_dat": dut.ve_w.dat_w, "ve_w_we": dut.ve_w.we,
                "g_w_adr": dut.gamma_w.adr, "g_w_dat": dut.gamma_w.dat_w, "g_w_we": dut.gamma_w.we,
                "cnt_busy": dut.cnt_busy}
-        self.sim = VerilatorSim(dut, ios, f"vector_unit_d{dim}_h{head_dim}_c{context}")
+        self.sim = VerilatorSim(dut, ios, f"vector_unit_d{dim}_h{head_dim}_c{context}_v{vec_lanes}")
         self.lines = ["watch act_we act_adr act_dat"]
         self.reads = []
         self.act = {}
