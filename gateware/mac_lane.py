@@ -47,24 +47,26 @@ class MACLane(Module):
         # # #
 
         # 1: products -------------------------------------------------------------------------------
+        # (every stage below loads only on a valid beat: a lane array that is not running, such as the LM
+        # head's during the layers, then evaluates none of its products in the simulator)
         prod_bits = b + cfg.act_bits + 1
         products = []
         for j in range(M):
             q = Signal((b, wsigned))
             self.comb += q.eq(self.codes[j * b:(j + 1) * b])
-            p = Signal((prod_bits, True))
             if cfg.multiplier == "dsp":
-                self.comb += p.eq(q * self.acts[j])
+                products.append(q * self.acts[j])
             else:
+                p = Signal((prod_bits, True))
                 self.comb += p.eq(Array(candidates[j])[q])
-            products.append(p)
+                products.append(p)
         beat = Signal((pbits, True))
         v1, fb1, lb1, fg1, lg1 = (Signal() for _ in range(5))
         gsum1 = Signal.like(self.gsum)
         shift1 = Signal((cfg.exp_bits + 3, True))
         dq1, mq1 = Signal.like(self.dq), Signal.like(self.mq)
         self.sync += [
-            beat.eq(sum(products)),
+            If(self.valid, beat.eq(sum(products))),
             v1.eq(self.valid), fb1.eq(self.first_beat), lb1.eq(self.last_beat),
             fg1.eq(self.first_group), lg1.eq(self.last_group),
         ]
@@ -93,7 +95,7 @@ class MACLane(Module):
         g3, fg3, lg3 = Signal(), Signal(), Signal()
         shift3 = Signal.like(shift1)
         self.sync += [
-            T.eq(dq2 * P + mq2 * gsum2),
+            If(g2, T.eq(dq2 * P + mq2 * gsum2)),
             g3.eq(g2), fg3.eq(fg2), lg3.eq(lg2), shift3.eq(shift2),
         ]
 
@@ -108,7 +110,7 @@ class MACLane(Module):
             right.eq(Mux(shift3 < -63, 63, Mux(shift3 > 0, 0, -shift3))),
         ]
         self.sync += [
-            term.eq(Mux(shift3 >= 0, T << left, T >> right)),
+            If(g3, term.eq(Mux(shift3 >= 0, T << left, T >> right))),
             g4.eq(g3), fg4.eq(fg3), lg4.eq(lg3),
         ]
 

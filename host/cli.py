@@ -8,7 +8,8 @@ from .errors import RomaError
 from .golden.model import golden_for
 
 EPILOG = """examples:
-  roma generate "What is the capital of France?"      # SmolLM2-135M-Instruct, greedy
+  roma generate "What is the capital of France?"      # SmolLM2-135M-Instruct on the simulated SoC, greedy
+  roma generate --target golden "Tell me a joke"      # the integer golden model in Python (no build)
   roma info smollm2-135m
   roma eval smollm2-135m                               # fidelity against the float model (needs torch)
   roma export tiny-260k --lanes 32 -o out/tiny         # ROM images + manifest + golden vectors
@@ -108,12 +109,11 @@ def _device_target(args, model, context):
     if args.target == "sim":
         from .targets import SimTarget
         if model.config.layer_macs() * model.config.n_layers > 10_000_000:
-            # measured for SmolLM2-135M on 32 x 32 MACs: its Verilator model runs about 8k cycles a second, a
-            # forward pass is 133k-162k cycles, the firmware's embedding lookup about 30k more
-            print(f"roma: note: {model.config.name} on the simulated SoC takes about 20 s of wall time per "
-                  f"position, prompt included (the Verilator model runs some 8k cycles/s); prefer --raw and a "
-                  f"short prompt, and greedy decoding: sampling reads every logit over CSRs (minutes a token)",
-                  file=sys.stderr)
+            # measured for SmolLM2-135M on 32 x 32 MACs: its Verilator model runs about 30k cycles a second, a
+            # forward pass is 118k cycles (146k with the LM head); the answer to the default question (37 prompt
+            # tokens, 8 new) takes about 4 minutes
+            print(f"roma: note: {model.config.name} on the simulated SoC takes about 4 s of wall time per "
+                  f"position, prompt included (the Verilator model runs some 30k cycles/s)", file=sys.stderr)
         ctx = args.context or min(model.config.context, SIM_CONTEXT)
         return SimTarget(model, _accel_config(args, model), context=ctx, progress=not args.quiet)
     from .targets import DeviceTarget
@@ -239,7 +239,7 @@ def build_parser():
                    help="the user message (chat models get their chat template)")
     p.add_argument("--model", default="smollm2-135m", help="model name or path")
     _model_args(p, positional=False)
-    p.add_argument("--target", default="golden",
+    p.add_argument("--target", default="sim",
                    help="where to run: golden (the integer model in Python), sim (the SoC in Verilator, built "
                         "and cached on first use), or a device URL (/dev/ttyUSB1, socket://host:port)")
     p.add_argument("--lanes", type=int, help="sim: MAC lanes (default: 8 for tiny models, 32 for SmolLM2)")

@@ -163,16 +163,21 @@ uint32_t accel_forward(uint16_t pos, int with_head)
 	return accel_run(pos, with_head ? prog_cmds : prog_layer_cmds);
 }
 
-uint32_t accel_run(uint16_t pos, uint16_t ncmds)
+static uint32_t run_at(uint16_t first, uint16_t pos, uint16_t ncmds)
 {
 	uint32_t c0 = roma_cycles_read();
-	roma_base_write(prog_base);
+	roma_base_write(first);
 	roma_pos_write(pos);
 	roma_ncmds_write(ncmds);
 	roma_start_write(1);
 	while (roma_status_read() & (1 << CSR_ROMA_STATUS_BUSY_OFFSET))
 		;
 	return roma_cycles_read() - c0;
+}
+
+uint32_t accel_run(uint16_t pos, uint16_t ncmds)
+{
+	return run_at(prog_base, pos, ncmds);
 }
 
 uint16_t accel_argmax(void)
@@ -192,6 +197,30 @@ int64_t accel_vm_read(uint32_t element)
 int64_t accel_logit(uint32_t index)
 {
 	return accel_vm_read(ROMA_VM_LOGITS * 32 + index);
+}
+
+static void vm_write(uint32_t element, int64_t value)
+{
+	roma_vm_adr_write(element);
+	roma_vm_wdat_write((uint64_t)value);
+}
+
+/* The program's last command is the ARGMAX over the logits (the first maximum wins): run alone k times, each
+   winner set below every 48-bit logit in between, it gives the top k in the golden sampler's order in k passes
+   of vocab / 32 words, where reading every logit over the CSRs took some 275 cycles a token id. The logits are
+   restored afterwards. */
+void accel_top_k(uint32_t k, int64_t *top_l, uint16_t *top_i)
+{
+	const int64_t below = -((int64_t)1 << (ROMA_VEC_BITS - 1));
+	for (uint32_t j = 0; j < k; j++) {
+		if (j)
+			run_at(prog_base + prog_cmds - 1, 0, 1);
+		top_i[j] = roma_token_read();
+		top_l[j] = accel_logit(top_i[j]);
+		vm_write(ROMA_VM_LOGITS * 32 + top_i[j], below);
+	}
+	for (uint32_t j = 0; j < k; j++)
+		vm_write(ROMA_VM_LOGITS * 32 + top_i[j], top_l[j]);
 }
 
 void accel_read_counters(struct accel_counters *c)

@@ -127,7 +127,7 @@ static void generate(const struct frame *f)
 	}
 	while (n_new < max_new) {
 		uint64_t t_step = uptime();
-		uint16_t tok = sample_token(&s, ROMA_VOCAB, accel_logit, accel_argmax());
+		uint16_t tok = sample_token(&s, ROMA_VOCAB, accel_top_k, accel_argmax());
 		uint8_t ev[PROTO_TOKEN_SIZE], *q = ev;
 		q = wr16(q, n_new);
 		q = wr16(q, pos);

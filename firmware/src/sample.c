@@ -29,26 +29,13 @@ static int64_t exp_neg(int64_t d)
 	return n >= 32 ? 0 : v >> n;
 }
 
-uint16_t sample_token(struct sampling *s, uint32_t vocab, int64_t (*logit)(uint32_t), uint16_t greedy_token)
+uint16_t sample_token(struct sampling *s, uint32_t vocab, void (*top_k)(uint32_t, int64_t *, uint16_t *),
+		      uint16_t greedy_token)
 {
 	if (s->temp_q == 0)
 		return greedy_token;
-	uint32_t k = s->top_k < vocab ? s->top_k : vocab, n = 0;
-	/* the top k by (logit descending, index ascending): indices arrive ascending, so an equal logit never
-	   displaces an earlier one */
-	for (uint32_t i = 0; i < vocab; i++) {
-		int64_t l = logit(i);
-		if (n == k && l <= top_l[k - 1])
-			continue;
-		uint32_t j = n < k ? n++ : k - 1;
-		while (j > 0 && top_l[j - 1] < l) {
-			top_l[j] = top_l[j - 1];
-			top_i[j] = top_i[j - 1];
-			j--;
-		}
-		top_l[j] = l;
-		top_i[j] = (uint16_t)i;
-	}
+	uint32_t k = s->top_k < vocab ? s->top_k : vocab;
+	top_k(k, top_l, top_i);
 	int64_t total = 0;
 	for (uint32_t j = 0; j < k; j++) {
 		int64_t d = -(((top_l[0] - top_l[j]) << ROMA_TEMP_FRAC) / s->temp_q);

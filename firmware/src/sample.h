@@ -9,5 +9,7 @@ struct sampling {
 	uint32_t state;         /* xorshift32 */
 };
 
-/* logit(i) gives the vector-format logit of token i; greedy uses the hardware's argmax instead */
-uint16_t sample_token(struct sampling *s, uint32_t vocab, int64_t (*logit)(uint32_t), uint16_t greedy_token);
+/* top_k(k, l, i) fills the k largest vector-format logits and their token ids, largest first, an equal logit
+   to the lower id first; greedy uses the hardware's argmax alone */
+uint16_t sample_token(struct sampling *s, uint32_t vocab, void (*top_k)(uint32_t, int64_t *, uint16_t *),
+		      uint16_t greedy_token);

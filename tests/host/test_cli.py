@@ -85,20 +85,21 @@ def test_nan_weights(capsys, hf_dir, tmp_path):
 def test_adapter_for_another_base(capsys, tmp_path):
     other = tiny_model("tiny-1m")
     write_adapter(tmp_path / "ad", other, rank=4)
-    assert_error(capsys, ["another base"], "generate", "--model", "tiny-260k", "--adapter", str(tmp_path / "ad"),
-                 "--max-new-tokens", "2", "hi")
+    assert_error(capsys, ["another base"], "generate", "--target", "golden", "--model", "tiny-260k",
+                 "--adapter", str(tmp_path / "ad"), "--max-new-tokens", "2", "hi")
 
 
 def test_adapter_rank_too_large(capsys, tmp_path):
     m = tiny_model("tiny-260k")
     write_adapter(tmp_path / "ad", m, rank=MAX_LORA_RANK + 1, targets=("q_proj",))
     assert_error(capsys, ["rank", str(MAX_LORA_RANK + 1), str(MAX_LORA_RANK)],
-                 "generate", "--model", "tiny-260k", "--adapter", str(tmp_path / "ad"), "hi")
+                 "generate", "--target", "golden", "--model", "tiny-260k", "--adapter", str(tmp_path / "ad"), "hi")
 
 
 def test_prompt_longer_than_context(capsys):
     assert_error(capsys, ["prompt of", "does not fit", "16"],
-                 "generate", "--model", "tiny-260k", "--context", "16", "once upon a time " * 20)
+                 "generate", "--target", "golden", "--model", "tiny-260k", "--context", "16",
+                 "once upon a time " * 20)
 
 
 def test_model_path_is_an_adapter(capsys, tmp_path):
@@ -107,9 +108,10 @@ def test_model_path_is_an_adapter(capsys, tmp_path):
 
 
 def test_bad_sampling_flags(capsys):
-    assert_error(capsys, ["--top-p"], "generate", "--model", "tiny-260k", "--temperature", "1", "--top-p", "0", "x")
-    assert_error(capsys, ["--top-k", "256"], "generate", "--model", "tiny-260k", "--temperature", "1",
-                 "--top-k", "1000", "x")
+    assert_error(capsys, ["--top-p"], "generate", "--target", "golden", "--model", "tiny-260k", "--temperature", "1",
+                 "--top-p", "0", "x")
+    assert_error(capsys, ["--top-k", "256"], "generate", "--target", "golden", "--model", "tiny-260k",
+                 "--temperature", "1", "--top-k", "1000", "x")
 
 
 def test_bad_lanes(capsys, tmp_path):
@@ -118,7 +120,8 @@ def test_bad_lanes(capsys, tmp_path):
 
 
 def test_generate_streams_on_tiny(capsys):
-    rc, out, err = run(capsys, "generate", "--model", "tiny-260k", "--max-new-tokens", "5", "--quiet", "Once")
+    rc, out, err = run(capsys, "generate", "--target", "golden", "--model", "tiny-260k", "--max-new-tokens", "5", "--quiet",
+                         "Once")
     assert rc == 0 and out.strip(), (out, err)
 
 
