@@ -178,7 +178,7 @@ def build_key(board, variant, model, cfg, context, sys_clk_freq, with_ethernet, 
     """The routed design's key: of the model only what the ROM swap cannot change (model_swap.routed_hash)."""
     from .model_swap import routed_hash
     src = json.dumps({"format": FORMAT, "board": board.name, "board_src": tree_hash(_board_files(board)),
-                      "variant": variant, "model": routed_hash(model) if model else None, "cfg": repr(cfg),
+                      "variant": variant, "model": routed_hash(model, cfg) if model else None, "cfg": repr(cfg),
                       "context": context,
                       "clk": sys_clk_freq, "ethernet": with_ethernet, "seed": seed,
                       "sources": tree_hash(HW_SOURCES), "tools": tool_versions()}, sort_keys=True)
@@ -220,7 +220,7 @@ def build_routed(board, model, cfg, context, variant=None, sys_clk_freq=None, wi
 
     from .ecp5 import make_board_soc, make_bringup_soc
     from .model_swap import CPU_ROM, locate_roms
-    from .rom_swap import placeholder_words
+    from roma.gateware.rom_image import COLUMN, placeholder_words
     from .sim import _Progress, _Quiet, _rom_init_name
 
     variant = board.variant(variant)
@@ -257,10 +257,16 @@ def build_routed(board, model, cfg, context, variant=None, sys_clk_freq=None, wi
     times["elaborate"] = time.monotonic() - t0
     rom_words = soc.integrated_rom_size // 4
     if model:       # the CPU ROM holds a placeholder; the firmware compiled for the model is swapped in
+        if rom_words % COLUMN:
+            raise RomaError(f"the CPU ROM's {rom_words} words are not whole {COLUMN}-word columns: its placeholder "
+                            "could not be located for the swap")
         ph = placeholder_words(CPU_ROM, 32, rom_words, PLACEHOLDER_SEED)
         (gw / _rom_init_name(gw / f"{name}.v")).write_text("".join(f"{w:08x}\n" for w in ph))
         ys = gw / f"{name}.ys"      # every B-ROM in a DP16KD: a ROM yosys put in logic could not be swapped
-        ys.write_text(re.sub(r"^(synth_ecp5 )", f"{RAM_STYLE}\n\\1", ys.read_text(), count=1, flags=re.M))
+        text, n = re.subn(r"^(synth_ecp5 )", f"{RAM_STYLE}\n\\1", ys.read_text(), count=1, flags=re.M)
+        if n != 1:
+            raise RomaError(f"no synth_ecp5 line in {ys}: cannot force the B-ROMs into block RAM")
+        ys.write_text(text)
 
     # the LiteX script's three lines, run one by one with the tools this machine has
     script = [ln.split() for ln in (gw / f"build_{name}.sh").read_text().splitlines()
@@ -288,6 +294,7 @@ def build_routed(board, model, cfg, context, variant=None, sys_clk_freq=None, wi
         "board": board.name, "title": board.title, "variant": variant, "part": board.part(variant).name,
         "model": model.config.name if model else None, "lanes": cfg.lanes if model else None,
         "macs_per_lane": cfg.macs_per_lane if model else None, "multiplier": cfg.multiplier if model else None,
+        "vec_lanes": cfg.vec_lanes if model else None,
         "context": acc.geo.context if model else None, "ethernet": with_ethernet,
         "sys_clk_hz": freq, "fmax_mhz": achieved, "fmax_clock": clk, "timing_met": achieved >= freq / 1e6,
         "utilization": {k: {"used": u, "available": a} for k, (u, a) in sorted(util.items())},

@@ -28,6 +28,9 @@ BRAM_SHAPES = [(16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18)]     # (d
 PDP_SHAPE = (512, 36)                                                      # PDPW16KD: one read, one write port
 ROM_BITS_PER_LUT = 12      # a LUT4 holds 16 bits; the multiplexer tree over them costs about a third more
 SIM_HINT = "Run it on the simulator instead: roma generate --model {m} --target sim"
+# the vector unit's widths tried on a part, widest first (soc/config.py: each of its lanes needs about 20
+# MULT18X18D, so the simulator's 32 would take an 85F's 156 several times over)
+FPGA_VEC_LANES = (8, 4, 2)
 
 
 # Memories ---------------------------------------------------------------------------------------------------
@@ -125,6 +128,7 @@ class Need:
     lanes: int
     macs_per_lane: int
     multiplier: str
+    vec_lanes: int
     context: int = 0
     dp16kd: dict = field(default_factory=dict)      # by where: B-ROM, KV/LoRA SRAM, vector unit, SoC, ...
     mult18: dict = field(default_factory=dict)
@@ -192,7 +196,7 @@ def measure(model, cfg, context):
     from roma.soc.soc import SRAM_SIZE, rom_size_for
 
     acc = build_accelerator(model, cfg, context)
-    need = Need(cfg.lanes, cfg.macs_per_lane, cfg.multiplier)
+    need = Need(cfg.lanes, cfg.macs_per_lane, cfg.multiplier, cfg.vec_lanes)
 
     fixed = need.fixed = {"dp16kd": 0, "mult18": 0, "ffs": 0, "luts": 0}
 
@@ -270,9 +274,9 @@ def plan(model, variant, context=None, lanes=None, macs_per_lane=None, multiplie
         return r
     # "lut" multipliers exist in the L-unit's MAC lane alone; the whole accelerator elaborates with "dsp" only
     mul = multiplier or "dsp"
-    for ctx, n in [(x, n) for x in passing for n in lane_candidates(c, lanes)]:
+    for ctx, n, vl in [(x, n, v) for x in passing for n in lane_candidates(c, lanes) for v in FPGA_VEC_LANES]:
         try:
-            need, _ = measure(model, AccelConfig(lanes=n, macs_per_lane=macs, multiplier=mul), ctx)
+            need, _ = measure(model, AccelConfig(lanes=n, macs_per_lane=macs, multiplier=mul, vec_lanes=vl), ctx)
         except ConfigError as e:
             if lanes:
                 raise RomaError(str(e)) from e
@@ -284,11 +288,12 @@ def plan(model, variant, context=None, lanes=None, macs_per_lane=None, multiplie
         if need.dp16kd_total <= part.dp16kd and need.mult18_total <= part.mult18 and need.ram_ffs <= part.ffs \
                 and need.rom_luts <= part.luts:
             r.fits, r.chosen, r.context, r.kv_bits = True, need, ctx, kv_bits(ctx)
-            r.reason = (f"fits with {n} lanes x {macs} MACs ({mul} multipliers) and context {ctx}: "
+            r.reason = (f"fits with {n} lanes x {macs} MACs ({mul} multipliers), a {vl}-lane vector unit and "
+                        f"context {ctx}: "
                         f"{need.dp16kd_total} of {part.dp16kd} DP16KD, {need.mult18_total} of {part.mult18} "
                         "MULT18X18D")
             return r
-        if _fixed_over(need, part):
+        if _fixed_over(need, part) and vl == FPGA_VEC_LANES[-1]:
             break       # what lies outside the lane arrays is too much alone: no lane count or context helps
     best = min(r.tried, key=lambda t: t.dp16kd_total / part.dp16kd + t.mult18_total / part.mult18) \
         if r.tried else None
@@ -308,7 +313,8 @@ def plan(model, variant, context=None, lanes=None, macs_per_lane=None, multiplie
         if best.rom_luts > part.luts:
             short.append(f"about {best.rom_luts:,} LUT4s for tables read by many ports at once, of {part.luts:,}")
         r.reason = (f"no configuration fits an {part.name}: at best ({best.lanes} lanes x {best.macs_per_lane} "
-                    f"MACs, {best.multiplier} multipliers) it needs " + " and ".join(short) +
+                    f"MACs, {best.multiplier} multipliers, a {best.vec_lanes}-lane vector unit) it needs "
+                    + " and ".join(short) +
                     (", most of it outside the lane arrays, so no lane count or context helps. "
                      if _fixed_over(best, part) else ". ")
                     + SIM_HINT.format(m=c.name))

@@ -30,10 +30,17 @@ from . import rom_swap as rs
 CPU_ROM = "cpu_rom"
 
 
-def routed_hash(model):
-    """What a routed design depends on of a model besides its swappable ROMs: configuration (but its name, which
-    only the firmware carries; the SoC's ident does not name the model), norm weights."""
+def routed_hash(model, cfg):
+    """What a routed design depends on of a model besides its swappable ROMs' words: configuration (but its name,
+    which only the firmware carries; the SoC's ident does not name the model), norm weights, the shape of every
+    ROM (width, padded depth) and the embedding's format (its code width and signedness set the LM head's
+    arithmetic): two models differing there need two routed designs."""
+    from roma.gateware.accel_build import rom_contents
+    from roma.host.export import to_device
     c = {k: v for k, v in model.config.to_dict().items() if k != "name"}
+    hq = to_device(model.embed)
+    c["roms"] = sorted((n, w, rs.padded_depth(len(words))) for n, (w, words) in rom_contents(model, cfg).items())
+    c["embed"] = (hq.bits, bool(hq.signed))
     h = hashlib.sha256(json.dumps(c, sort_keys=True, default=str).encode())
     for a in [L.attn_norm for L in model.layers] + [L.ffn_norm for L in model.layers] + [model.final_norm]:
         h.update(np.ascontiguousarray(a, dtype=np.float32).tobytes())

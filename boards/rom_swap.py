@@ -28,17 +28,13 @@ from pathlib import Path
 
 import numpy as np
 
+from roma.gateware.rom_image import COLUMN, from_bits, padded_depth, placeholder_bits, placeholder_words
 from roma.host.errors import RomaError
 
 FORMAT = 1
-COLUMN = 512                # words per column: the smallest DP16KD depth unit (36-bit mode)
 INIT_WORDS = 2048           # a DP16KD's .bram_init: 2048 9-bit words (16 Kbit of data, 2 Kbit of parity)
 # DP16KD data layouts as ecpbram reads them: (data width W, bits used per 9-bit init word, columns of 512 words)
 MODES = ((1, 8, 32), (2, 8, 32), (4, 8, 32), (9, 9, 36), (18, 9, 36), (36, 9, 36))
-
-
-def padded_depth(depth):
-    return max(-(-depth // COLUMN), 1) * COLUMN
 
 
 # Words <-> bit matrices -------------------------------------------------------------------------------------
@@ -53,26 +49,6 @@ def to_bits(words, width, depth):
         chunk = np.array([(w >> lo) & ((1 << n) - 1) for w in words], np.uint64)
         out[:len(words), lo:lo + n] = (chunk[:, None] >> np.arange(n, dtype=np.uint64)) & 1
     return out
-
-
-def from_bits(bits):
-    """The ints of a (depth, width) bit matrix."""
-    words = [0] * bits.shape[0]
-    for lo in range(0, bits.shape[1], 64):
-        n = min(64, bits.shape[1] - lo)
-        chunk = (bits[:, lo:lo + n].astype(np.uint64) << np.arange(n, dtype=np.uint64)).sum(1, dtype=np.uint64)
-        words = [w | (int(c) << lo) for w, c in zip(words, chunk)]
-    return words
-
-
-def placeholder_bits(name, width, depth, seed=1):
-    """A ROM's placeholder contents, (depth, width) bits, from a seed and the ROM's name (so each ROM differs)."""
-    s = int.from_bytes(hashlib.sha256(f"roma-rom-placeholder:{seed}:{name}".encode()).digest()[:8], "little")
-    return np.random.default_rng(s).integers(0, 2, (depth, width), dtype=np.uint8)
-
-
-def placeholder_words(name, width, depth, seed=1):
-    return from_bits(placeholder_bits(name, width, depth, seed))
 
 
 # The .config's block RAM contents ---------------------------------------------------------------------------
@@ -191,6 +167,9 @@ def swap_config(text, rmap, contents):
     brams = read_brams(text)
     flats = {n: _flat_bits(v) for n, v in brams.items()}
     for name, (width, depth) in rmap.roms.items():
+        if any(w >> width or w < 0 for w in contents[name]):
+            raise RomaError(f"ROM {name}: a word outside its {width} bits (a model of another shape than the "
+                            "routed design's?)")
         bits = to_bits(contents[name], width, depth)
         for b in range(width):
             for k in range(depth // COLUMN):

@@ -14,7 +14,7 @@ from roma.soc.config import ConfigError
 
 from .accelerator import Accelerator
 from .program import Geometry
-from .rom_image import BankImage, bank_images
+from .rom_image import BankImage, bank_images, padded_depth, placeholder_words
 from .vector_unit import GAMMA_BITS
 from .words import pack
 
@@ -55,13 +55,19 @@ def check_capacity(model, cfg, geo, groups, rows):
 
 # B-ROM contents by name (for the ROM swap, boards/rom_swap.py) ----------------------------------------------
 
+def _bank_images(model, cfg):
+    """The B-ROM images: the L unit's per lane (the matrices), the D unit's (the embedding, also the LM head),
+    and the embedding's device format."""
+    hq = to_device(model.embed)
+    layout = bank_layout([(n, to_device(q)) for n, q in matrix_list(model)], cfg.lanes)
+    return layout, bank_images(layout, cfg), bank_images(bank_layout([("embed", hq)], cfg.lanes), cfg, hq.bits), hq
+
+
 def rom_contents(model, cfg):
     """{name: (width, words)} of every B-ROM: per unit (L: the matrices, D: the LM head/embedding) and lane, the
     codes, the scales and the row exponents, as GEMVUnit makes its Memories of them."""
-    hq = to_device(model.embed)
-    layout = bank_layout([(n, to_device(q)) for n, q in matrix_list(model)], cfg.lanes)
-    return _contents(cfg, bank_images(layout, cfg), bank_images(bank_layout([("embed", hq)], cfg.lanes), cfg, hq.bits),
-                     hq.bits)
+    _, l_images, d_images, hq = _bank_images(model, cfg)
+    return _contents(cfg, l_images, d_images, hq.bits)
 
 
 def _contents(cfg, l_images, d_images, head_bits):
@@ -75,10 +81,8 @@ def _contents(cfg, l_images, d_images, head_bits):
 
 
 def placeholder_images(contents, unit, lanes, seed):
-    """BankImages of a unit's placeholder ROMs (rom_swap.placeholder_words, depths padded to whole 512-word
-    columns) in place of the model's, for a routed design the model is swapped into afterwards."""
-    from roma.boards.rom_swap import padded_depth, placeholder_words
-
+    """BankImages of a unit's placeholder ROMs (depths padded to whole 512-word columns) in place of the model's,
+    for a routed design the model is swapped into afterwards (boards/rom_swap.py)."""
     def ph(name):
         width, words = contents[name]
         return placeholder_words(name, width, padded_depth(len(words)), seed)
@@ -100,7 +104,7 @@ def build_accelerator(model, cfg, context=None, lora_size=None, max_cmds=MAX_CMD
     geo = Geometry.of(c, cfg.lanes, context)
     if geo.context % GROUP:
         raise ConfigError(f"context={geo.context}: must be a multiple of {GROUP}")
-    layout = bank_layout([(n, to_device(q)) for n, q in matrix_list(model)], cfg.lanes)
+    layout, l_images, d_images, hq = _bank_images(model, cfg)
     # the command memory holds a whole token program (loaded once; only the position changes), and after it
     # room for an adapter's (cfg.lora_rank: up to every projection adapted)
     from roma.host.golden.lora import padded_rank
@@ -118,9 +122,6 @@ def build_accelerator(model, cfg, context=None, lora_size=None, max_cmds=MAX_CMD
     gwords = [pack(g[i:i + GROUP], GAMMA_BITS) for g in gq for i in range(0, len(g), GROUP)]
     cos, sin = F.rope_tables(c.head_dim, geo.context, c.rope_theta)
     vm = geo.vm_layout()
-    hq = to_device(model.embed)
-    head_layout = bank_layout([("embed", hq)], cfg.lanes)
-    l_images, d_images = bank_images(layout, cfg), bank_images(head_layout, cfg, hq.bits)
     if placeholder_seed is not None:
         contents = _contents(cfg, l_images, d_images, hq.bits)
         l_images, d_images = (placeholder_images(contents, u, cfg.lanes, placeholder_seed) for u in "LD")

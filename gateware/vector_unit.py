@@ -298,6 +298,8 @@ class VectorUnit(Module):
         # every op's stage registers load only while a beat of that op is in the stage: an idle unit (most
         # cycles) evaluates none of its products in the simulator
         v1 = valid[1]
+        m1_op = Signal()            # the ops whose stage-1 value is the shared product
+        self.comb += m1_op.eq((op == OPS["norm"]) | (op == OPS["rms_ss"]) | (op == OPS["sm_norm"]) | rope)
         xs = [Signal((W, True)) for _ in range(VW)]
         tt = [Signal(W) for _ in range(VW)]          # exp_neg's t (non-negative for the unmasked slots)
         for k in range(VW):
@@ -335,16 +337,18 @@ class VectorUnit(Module):
             self.sync += If(v1,
                 vexp[0][k].eq(ve[k] + VEC_FRAC),
                 r1m[k].eq(inmask[k]), r1n[k].eq(neg[k]),
-                Case(op, {
+                # (one product in the text: one multiplier however many ops use it)
+                If(m1_op, r1[k].eq(a1 * b1)).Else(Case(op, {
                     OPS["add"]: r1[k].eq(x[k] + y[k]),
-                    OPS["norm"]: [r1[k].eq(a1 * b1), r1g[k].eq(g[k])],
-                    OPS["rms_ss"]: r1[k].eq(a1 * b1),
-                    OPS["sm_norm"]: r1[k].eq(a1 * b1),
-                    OPS["rope"]: [r1[k].eq(a1 * b1), r1b[k].eq(rb_ * sn[k])],
-                    OPS["silu"]: [r1[k].eq(tidx), r1x[k].eq(gc), r1y[k].eq(uc)],
+                    OPS["silu"]: r1[k].eq(tidx),
                     OPS["sm_max"]: r1[k].eq(scaled),
-                    OPS["sm_exp"]: r1x[k].eq(tt[k]),
                     "default": r1[k].eq(x[k]),
+                })),
+                Case(op, {
+                    OPS["norm"]: r1g[k].eq(g[k]),
+                    OPS["rope"]: r1b[k].eq(rb_ * sn[k]),
+                    OPS["silu"]: [r1x[k].eq(gc), r1y[k].eq(uc)],
+                    OPS["sm_exp"]: r1x[k].eq(tt[k]),
                 }),
             )
             self.sync += vexp[1][k].eq(vexp[0][k]), vexp[2][k].eq(vexp[1][k])
@@ -387,10 +391,12 @@ class VectorUnit(Module):
             rot = Signal((len(r1b[k]) + 1, True))
             self.comb += rot.eq(Mux(r1n[k], r1[k] - r1b[k], r1[k] + r1b[k]))
             self.sync += If(v2,
+                If((op == OPS["norm"]) | (op == OPS["silu"]), r2[k].eq(p2)),
+                r2y[k].eq(r1y[k]),
                 Case(op, {
                     OPS["add"]: r2[k].eq(saturate(r1[k], W)),
-                    OPS["norm"]: r2[k].eq(p2),
-                    OPS["silu"]: [r2[k].eq(p2), r2y[k].eq(r1y[k])],
+                    OPS["norm"]: [],
+                    OPS["silu"]: [],
                     OPS["sm_exp"]: r2[k].eq(Mux(r1m[k] & (en < 32), ev >> en[:6], 0)),
                     OPS["sm_norm"]: r2[k].eq((r1[k] + shalf) >> smn_shift),
                     OPS["rope"]: r2[k].eq(rshift_round(rot, F.ROPE_FRAC)),

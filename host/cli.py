@@ -56,7 +56,7 @@ def cmd_generate(args):
         raise RomaError(f"--max-new-tokens {args.max_new_tokens}: must be at least 1")
     model, lora = _load(args)
     tokens = prompt_tokens(model, args.prompt, chat=False if args.raw else None)
-    context = args.context or model.config.context
+    context = _target_context(args, model)
     if len(tokens) >= context:
         raise RomaError(f"prompt of {len(tokens)} tokens does not fit the context of {context} tokens")
     stop = set(model.config.eos_ids) | set(args.stop or [])
@@ -81,6 +81,13 @@ def cmd_generate(args):
 
 
 SIM_CONTEXT = 512      # KV cache positions a simulator build gets unless --context says otherwise
+
+
+def _target_context(args, model):
+    """The KV cache positions the target has: --context, else the model's (at most SIM_CONTEXT on the simulator)."""
+    if args.context:
+        return args.context
+    return min(model.config.context, SIM_CONTEXT) if args.target == "sim" else model.config.context
 
 
 def _accel_config(args, model):
@@ -114,7 +121,7 @@ def _device_target(args, model, context):
             # tokens, 8 new) takes about 4 minutes
             print(f"roma: note: {model.config.name} on the simulated SoC takes about 4 s of wall time per "
                   f"position, prompt included (the Verilator model runs some 30k cycles/s)", file=sys.stderr)
-        ctx = args.context or min(model.config.context, SIM_CONTEXT)
+        ctx = _target_context(args, model)
         return SimTarget(model, _accel_config(args, model), context=ctx, progress=not args.quiet)
     from .targets import DeviceTarget
     return DeviceTarget(args.target, model)

@@ -26,7 +26,9 @@ uint32_t accel_forward(uint16_t pos, int with_head);
 uint32_t accel_run(uint16_t pos, uint16_t ncmds);
 uint16_t accel_argmax(void);
 int64_t accel_logit(uint32_t index);
-/* the k largest logits of the last forward pass and their token ids, largest first (ties: lower id first) */
+/* the k largest logits of the last forward pass and their token ids, largest first (ties: lower id first): k
+   ARGMAX passes, which the unit counters see (not the decode cycles); the token register is left holding the
+   k-th id, the logits as they were */
 void accel_top_k(uint32_t k, int64_t *top_l, uint16_t *top_i);
 int64_t accel_vm_read(uint32_t element);       /* word * 32 + element */
 void accel_read_counters(struct accel_counters *c);

@@ -10,7 +10,7 @@ import pytest
 from roma.boards import boards, get_board
 from roma.boards.bitstream import parse_nextpnr, sys_clock_fmax
 from roma.boards.ecp5 import PARTS, make_board_soc, make_bringup_soc
-from roma.boards.fit import dsp_tiles, map_memory, plan
+from roma.boards.fit import FPGA_VEC_LANES, dsp_tiles, map_memory, plan
 from roma.host.errors import RomaError
 from roma.host.models import load_model
 from roma.soc.config import AccelConfig
@@ -131,18 +131,18 @@ def test_dsp_tiles():
 
 
 def test_fit_tiny_on_85f(tiny):
-    """Its bits fit the 85F at context 256, but the vector unit (32 elements per cycle, 48-bit products,
-    tables read 32 times per cycle) needs far more multipliers than any ECP5 has: refused, with the numbers."""
+    """Its bits fit the 85F at context 256, and a narrow vector unit's multipliers too, but not the lane arrays'
+    multipliers beside it, nor the vector memory (two write ports: flip-flops): refused, with the numbers."""
     r = plan(tiny, "85F", lanes=8)
     assert r.rom_bits == 1_422_336
     assert r.context == 256 and r.rom_bits + r.kv_bits + r.soc_bits <= r.part_bram_bits
     assert not r.fits
     n = r.chosen
-    assert n.lanes == 8
-    assert n.mult18["vector unit"] > 156 and n.mult18_total > r.part_mult18
+    assert n.lanes == 8 and n.vec_lanes in FPGA_VEC_LANES
+    assert n.mult18["vector unit"] < r.part_mult18 < n.mult18_total
     assert n.mult18["L-unit (B-ROM, MAC lanes)"] == 8 * 8 + 8 * 4   # a tile per MAC, four per lane's scale stage
-    assert "vector unit" in r.reason and "MULT18X18D of 156" in r.reason
-    assert n.rom_luts > r.part_luts and n.ram_ffs > r.part_ffs and "no lane count or context helps" in r.reason
+    assert "MULT18X18D of 156" in r.reason and f"{n.vec_lanes}-lane vector unit" in r.reason
+    assert n.ram_ffs > r.part_ffs and "flip-flops" in r.reason and "no lane count or context helps" in r.reason
     assert "roma generate --model tiny-260k --target sim" in r.reason
 
 
@@ -256,7 +256,7 @@ def test_build_report_projects_tok_s(tmp_path, monkeypatch, capsys):
     from roma.boards.fit import FitReport, Need
     from roma.host.cli import main
     monkeypatch.setenv("ROMA_CACHE", str(tmp_path / "cache"))
-    chosen = Need(lanes=8, macs_per_lane=8, multiplier="dsp")
+    chosen = Need(lanes=8, macs_per_lane=8, multiplier="dsp", vec_lanes=4)
     monkeypatch.setattr(fit, "plan", lambda model, variant, **k: FitReport(
         model.config.name, "LFE5U-85F", 128, 1, 1, 1, 1, 208, 156, 83640, 83640, True, "fits", chosen))
     report = {"board": "ulx3s", "title": "Radiona ULX3S", "variant": "85F", "part": "LFE5U-85F",

@@ -176,9 +176,20 @@ def test_routed_design_key(tiny):
     """A routed design serves every model of its geometry: its key ignores matrices, embedding and name, not the
     norm weights (the vector unit's gamma memory is not swapped)."""
     from roma.boards.model_swap import routed_hash
+    from roma.soc.config import AccelConfig
+    cfg = AccelConfig(lanes=2, macs_per_lane=8)
     other = _other_model(tiny, "matrices")
     assert other.content_hash() != tiny.content_hash()
-    assert routed_hash(other) == routed_hash(tiny) != routed_hash(_other_model(tiny, "norms"))
+    assert routed_hash(other, cfg) == routed_hash(tiny, cfg) != routed_hash(_other_model(tiny, "norms"), cfg)
+    assert routed_hash(tiny, cfg) != routed_hash(tiny, AccelConfig(lanes=4, macs_per_lane=8))
+
+
+def test_a_word_wider_than_its_rom_is_refused():
+    """A model of another shape (say 8-bit embedding codes in a routed design built for 4) must not be swapped
+    in silently truncated."""
+    rmap = rs.RomMap({"codes": (4, 512)}, {})
+    with pytest.raises(RomaError, match="codes: a word outside its 4 bits"):
+        rs.swap_config("", rmap, {"codes": [3, 17]})
 
 
 def test_swap_command_needs_a_routed_design(tmp_path, monkeypatch, capsys):
@@ -297,7 +308,9 @@ def test_accelerator_build_routes_once_and_swaps(tiny, monkeypatch):
     state = {}
     monkeypatch.setattr(bs, "run_step", step)
     board = get_board("ulx3s")
-    cfg = AccelConfig(lanes=2, macs_per_lane=8)
+    # the configuration `roma build --force` takes: the lanes given, the vector unit of the closest fit
+    from roma.boards.fit import plan
+    cfg = AccelConfig(lanes=2, macs_per_lane=8, vec_lanes=plan(tiny, "85F", context=64, lanes=2).chosen.vec_lanes)
     args = ["--board", "ulx3s", "--model", "tiny-260k", "--lanes", "2", "--force", "--context", "64"]
     assert main(["build", *args, "--no-sim"]) == 0
     assert steps == ["yosys", "nextpnr-ecp5", "ecppack"]

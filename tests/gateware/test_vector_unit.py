@@ -131,8 +131,18 @@ def test_argmax_first_maximum_within_count(bench):
     bench.load(0, x)
     bench.cmd("argmax", a=0, n=3, count=80)
     bench.peek("argmax")
+    y = x.copy()
+    y[77] = y[45] = to_vector(9.0)                    # a maximum tied across words: the first (45) wins
+    bench.load(4, y)
+    bench.cmd("argmax", a=4, n=3, count=80)
+    bench.peek("argmax")
+    z = x.copy()
+    z[77] = to_vector(9.0)                            # one maximum, in the last word and a later beat
+    bench.load(8, z)
+    bench.cmd("argmax", a=8, n=3, count=80)
+    bench.peek("argmax")
     bench.run()
-    assert bench.peeks["argmax"] == 6
+    assert [v for name, v in bench.result.peek_log if name == "argmax"] == [6, 45, 77]
 
 
 @pytest.mark.parametrize("vec_lanes", VEC_LANES)

@@ -12,7 +12,7 @@ from roma.host.golden.numerics import GROUP, VEC_BITS
 from roma.soc.config import AccelConfig
 
 CFG = AccelConfig(lanes=4, macs_per_lane=8)
-VEC_LANES = (32, 4)         # the simulator's full width and a narrow FPGA one (eight beats per word)
+VEC_LANES = (32, 2)         # the simulator's full width and the narrowest FPGA one (16 beats per word)
 
 
 class VectorBench:
@@ -72,7 +72,7 @@ class VectorBench:
         self.lines.append(f"peek {name}")
 
     def run(self):
-        res = self.sim.run(self.lines)
+        self.result = res = self.sim.run(self.lines)
         vals = [v for name, v in res.peek_log if name == "vm_r_dat"]
         k = 0
         for h, n in self.reads:
