@@ -141,9 +141,10 @@ def _run(cmd, cwd, log, env):
         raise RomaError(f"{Path(str(cmd[0])).name} failed in {cwd}")
 
 
-def verilate(gw, log_path, jobs=None, opt_fast="-O2"):
+def verilate(gw, log_path, jobs=None, opt_fast="-O2", threads=1):
     """Compiles obj_dir/Vsim in gw (the builder's gateware folder) as LiteX's sim core Makefile does, with the
-    two changes above; the memories must have been preloaded (preload_memories) already."""
+    two changes above; the memories must have been preloaded (preload_memories) already. threads > 1: a
+    multithreaded model (Verilator --threads)."""
     import litex
     core = Path(litex.__file__).resolve().parent / "build" / "sim" / "core"
     gw = Path(gw)
@@ -170,7 +171,8 @@ def verilate(gw, log_path, jobs=None, opt_fast="-O2"):
             for c in sorted(core.glob("*.c")):
                 _run(["gcc", "-c", "-Wall", "-O2", f"-I{core}", "-o", obj / (c.stem + ".o"), c], gw, log, env)
                 objs.append(c.stem + ".o")
-            _run(["verilator", "-Wno-fatal", "-O3", *sources, "--top-module", "sim", "--exe", "-DPRINTF_COND=0",
+            _run(["verilator", "-Wno-fatal", "-O3", *(["--threads", str(threads)] if threads > 1 else []),
+                  *sources, "--top-module", "sim", "--exe", "-DPRINTF_COND=0",
                   "sim_init.cpp", VERIL_CPP, LOADER, *objs, "-CFLAGS", cxxflags, "-LDFLAGS", ldflags,
                   "--unroll-count", "256", "--output-split", "5000", "--output-split-cfuncs", "500",
                   "-Wno-BLKANDNBLK", "-Wno-WIDTH", "-Wno-COMBDLY", "-Wno-CASEINCOMPLETE", "--relative-includes"],

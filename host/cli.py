@@ -116,11 +116,11 @@ def _device_target(args, model, context):
     if args.target == "sim":
         from .targets import SimTarget
         if model.config.layer_macs() * model.config.n_layers > 10_000_000:
-            # measured for SmolLM2-135M on 32 x 32 MACs: its Verilator model runs about 30k cycles a second, a
-            # forward pass is 118k cycles (146k with the LM head); the answer to the default question (37 prompt
-            # tokens, 8 new) takes about 4 minutes
-            print(f"roma: note: {model.config.name} on the simulated SoC takes about 4 s of wall time per "
-                  f"position, prompt included (the Verilator model runs some 30k cycles/s)", file=sys.stderr)
+            # measured for SmolLM2-135M on 32 x 32 MACs: its Verilator model (two threads) runs about 47k cycles a
+            # second, a forward pass is 118k cycles (146k with the LM head); the answer to the default question
+            # (37 prompt tokens, 8 new) takes about 2 minutes
+            print(f"roma: note: {model.config.name} on the simulated SoC takes about 3 s of wall time per "
+                  f"position, prompt included (the Verilator model runs some 47k cycles/s)", file=sys.stderr)
         ctx = _target_context(args, model)
         return SimTarget(model, _accel_config(args, model), context=ctx, progress=not args.quiet)
     from .targets import DeviceTarget
