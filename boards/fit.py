@@ -272,8 +272,9 @@ def plan(model, variant, context=None, lanes=None, macs_per_lane=None, multiplie
                     f"RAM in an {part.name} ({part.dp16kd} DP16KD); no lane count changes that. "
                     + SIM_HINT.format(m=c.name))
         return r
-    # "lut" multipliers exist in the L-unit's MAC lane alone; the whole accelerator elaborates with "dsp" only
-    mul = multiplier or "dsp"
+    # "lut" (the default on a part): the B-ROM lanes (L-unit, LM head) select broadcast multiples of each
+    # activation by code, so only their scale stages use MULT18X18D; the H-unit's 16-bit weights always do
+    mul = multiplier or "lut"
     for ctx, n, vl in [(x, n, v) for x in passing for n in lane_candidates(c, lanes) for v in FPGA_VEC_LANES]:
         try:
             need, _ = measure(model, AccelConfig(lanes=n, macs_per_lane=macs, multiplier=mul, vec_lanes=vl), ctx)

@@ -119,6 +119,7 @@ def _accel_config(args, board, variant, model):
     if n is None and not args.lanes:
         raise RomaError("no configuration fits: give --lanes (and --macs) with --force")
     cfg = AccelConfig(lanes=args.lanes or n.lanes, macs_per_lane=args.macs or n.macs_per_lane,
+                      multiplier=n.multiplier if n is not None else "lut",
                       vec_lanes=n.vec_lanes if n is not None else FPGA_VEC_LANES[-1])
     return cfg, fit.context
 

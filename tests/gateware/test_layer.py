@@ -51,11 +51,12 @@ def test_layer0_bit_exact_over_positions(setup):
         assert counters["cnt_cycles"] <= 1.25 * floor
 
 
-def test_layer0_with_a_narrow_vector_unit():
-    """The FPGA shape: a 2-lane vector unit (16 beats per VM word) chained with the GEMVs (reads held mid-word
-    for rows not yet written, activations handed on word by word) gives the same layer, bit for bit."""
+def test_layer0_in_the_fpga_shape():
+    """The FPGA shape: LUT multipliers in the B-ROM lanes, and a 2-lane vector unit (16 beats per VM word)
+    chained with the GEMVs (reads held mid-word for rows not yet written, activations handed on word by word):
+    the same layer, bit for bit."""
     model = tiny_model("tiny-260k")
-    cfg = AccelConfig(lanes=8, macs_per_lane=8, vec_lanes=2)
+    cfg = AccelConfig(lanes=8, macs_per_lane=8, vec_lanes=2, multiplier="lut")
     acc = AcceleratorSim(model, cfg, context=CONTEXT)
     tokens = [1, 57, 300]
     xs, want = golden_layer0(model, tokens)
