@@ -4,7 +4,8 @@ multi-minute synthesis and place-and-route.
 Two levels:
   1. bits (no elaboration): the model's B-ROM (codes, scales, row exponents) plus the KV cache for the context
      against all the part's block RAM. A model failing this fits no configuration of that part.
-  2. cells: the accelerator is elaborated for each candidate lane count and its memories and multipliers are
+  2. cells: the accelerator is elaborated for each candidate lane count and vector-unit width (FPGA_VEC_LANES;
+     LUT multipliers in the B-ROM lanes unless told otherwise) and its memories and multipliers are
      counted the way yosys's ECP5 flow maps them (memory_libmap's costs: a DP16KD or PDPW16KD costs 128, a
      TRELLIS_DPR16X4 LUT RAM 4 for RAMs only, soft logic 1/64 per ROM bit and 1 per RAM bit; every `*` of two
      signals becomes ceil(a/18) x ceil(b/18) MULT18X18D; a ROM in soft logic costs about one LUT4 per 12 bits
@@ -237,8 +238,8 @@ def _fixed_over(need, part):
 
 
 def plan(model, variant, context=None, lanes=None, macs_per_lane=None, multiplier=None):
-    """The fit of `model` on an ECP5 part ("25F", "45F", "85F"): the widest lane count whose block RAMs and
-    multipliers fit, or the reason none does."""
+    """The fit of `model` on an ECP5 part ("25F", "45F", "85F"): the widest lane count (then vector unit) whose
+    block RAMs and multipliers fit, or the reason none does."""
     from roma.gateware.accel_build import sram_bits
     from roma.gateware.program import Geometry
     from roma.host.report import rom_bits
@@ -272,7 +273,8 @@ def plan(model, variant, context=None, lanes=None, macs_per_lane=None, multiplie
                     f"RAM in an {part.name} ({part.dp16kd} DP16KD); no lane count changes that. "
                     + SIM_HINT.format(m=c.name))
         return r
-    # "lut" (the default on a part): the B-ROM lanes (L-unit, LM head) select broadcast multiples of each
+    # "lut" (the default on a part): B-ROM lanes holding the base code format (the L-unit's, and the LM head's
+    # unless its codes are wider or signed, as a GGUF model's Q8_0 head) select broadcast multiples of each
     # activation by code, so only their scale stages use MULT18X18D; the H-unit's 16-bit weights always do
     mul = multiplier or "lut"
     for ctx, n, vl in [(x, n, v) for x in passing for n in lane_candidates(c, lanes) for v in FPGA_VEC_LANES]:
@@ -282,8 +284,6 @@ def plan(model, variant, context=None, lanes=None, macs_per_lane=None, multiplie
             if lanes:
                 raise RomaError(str(e)) from e
             continue
-        except TypeError as e:
-            raise RomaError(f"multiplier={mul!r}: the accelerator does not elaborate with it ({e})") from e
         need.context = ctx
         r.tried.append(need)
         if need.dp16kd_total <= part.dp16kd and need.mult18_total <= part.mult18 and need.ram_ffs <= part.ffs \

@@ -18,7 +18,6 @@ Depths are padded to a multiple of 512 (padded_depth): whole columns, so every c
 That costs no block RAM (every DP16KD shape is a multiple of 512 deep) and the padding words are never read.
 """
 
-import hashlib
 import json
 import re
 import subprocess

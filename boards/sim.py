@@ -151,7 +151,7 @@ def sim_threads(model):
     (measured on SmolLM2 at 32 x 32 MACs: 35.9k -> 55.2k cycles/s), else one: a small design's cycle is too
     short to pay for the threads' synchronisation, and a thread without a core of its own spins."""
     big = model.config.layer_macs() * model.config.n_layers > 10_000_000
-    return 2 if big and (os.cpu_count() or 1) >= 2 else 1
+    return 2 if big and len(os.sched_getaffinity(0)) >= 2 else 1
 
 
 def _build_gateware(model, cfg, context, lora_size, gw, progress, threads=1):
@@ -185,7 +185,8 @@ def _build_gateware(model, cfg, context, lora_size, gw, progress, threads=1):
     info = {"model": model.config.name, "lanes": cfg.lanes, "macs_per_lane": cfg.macs_per_lane,
             "context": acc.geo.context, "rom_init": rom_init, "lora_groups": acc.lora_groups,
             "lora_rows": acc.lora_rows, "rom_words": soc.integrated_rom_size // 4,
-            "cmds_preloaded": len(acc.dut.cmds.init),
+            "cmds_preloaded": len(acc.dut.cmds.init), "multiplier": cfg.multiplier, "vec_lanes": cfg.vec_lanes,
+            "threads": threads,
             "image_bytes": sum(m["bytes"] for m in mems if m["file"])}
     (gw / "build.json").write_text(json.dumps(info, indent=1))
 

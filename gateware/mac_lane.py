@@ -54,7 +54,7 @@ class MACLane(Module):
         for j in range(M):
             q = Signal((b, wsigned))
             self.comb += q.eq(self.codes[j * b:(j + 1) * b])
-            if candidates is None:      # "dsp", or weights other than the base codes (the H-unit's 16-bit)
+            if candidates is None:      # "dsp", or not the base code format (H-unit's 16-bit, a signed head)
                 products.append(q * self.acts[j])
             else:
                 p = Signal((prod_bits, True))

@@ -35,8 +35,8 @@ def format_fit(r, board):
              f"{r.part_bram_bits / mb:>11.2f} Mbit"]
     n = r.chosen
     if n is not None:
-        lines.append(f"  at {n.lanes} lanes x {n.macs_per_lane} MACs ({n.multiplier} multipliers), a {n.vec_lanes}-lane "
-                     "vector unit, as yosys would map it (estimate):")
+        lines.append(f"  at {n.lanes} lanes x {n.macs_per_lane} MACs ({n.multiplier} multipliers), a "
+                     f"{n.vec_lanes}-lane vector unit, as yosys would map it (estimate):")
         lines.append(f"  {'DP16KD (18 Kbit)':34}{n.dp16kd_total:>14,}{r.part_dp16kd:>16,}")
         for k, v in sorted(n.dp16kd.items(), key=lambda kv: -kv[1]):
             lines.append(f"    {k:32}{v:>14,}")
@@ -110,7 +110,7 @@ def _accel_config(args, board, variant, model):
     """(AccelConfig, context) for `roma build` and `roma swap`: the lanes and context `roma fit` chooses unless
     given. Refuses a configuration that does not fit unless --force."""
     from roma.boards.fit import FPGA_VEC_LANES, plan
-    from roma.soc.config import AccelConfig
+    from roma.soc.config import AccelConfig, default_config
     fit = plan(model, variant, context=args.context, lanes=args.lanes, macs_per_lane=args.macs)
     if not fit.fits and not args.force:
         raise RomaError(f"{fit.reason}\n(`roma fit --board {board.name} --model {args.model}` shows the numbers; "
@@ -118,9 +118,11 @@ def _accel_config(args, board, variant, model):
     n = fit.chosen
     if n is None and not args.lanes:
         raise RomaError("no configuration fits: give --lanes (and --macs) with --force")
+    if n is None:       # refused on bits alone: nothing was elaborated, take the smallest shapes
+        return AccelConfig(lanes=args.lanes, macs_per_lane=args.macs or default_config(model.config).macs_per_lane,
+                           multiplier="lut", vec_lanes=FPGA_VEC_LANES[-1]), fit.context
     cfg = AccelConfig(lanes=args.lanes or n.lanes, macs_per_lane=args.macs or n.macs_per_lane,
-                      multiplier=n.multiplier if n is not None else "lut",
-                      vec_lanes=n.vec_lanes if n is not None else FPGA_VEC_LANES[-1])
+                      multiplier=n.multiplier, vec_lanes=n.vec_lanes)
     return cfg, fit.context
 
 

@@ -84,7 +84,8 @@ SIM_CONTEXT = 512      # KV cache positions a simulator build gets unless --cont
 
 
 def _target_context(args, model):
-    """The KV cache positions the target has: --context, else the model's (at most SIM_CONTEXT on the simulator)."""
+    """The KV cache positions a prompt is checked against: --context, else the model's (at most SIM_CONTEXT on
+    the simulator, which is built with that many; a board's own limit is checked by its firmware)."""
     if args.context:
         return args.context
     return min(model.config.context, SIM_CONTEXT) if args.target == "sim" else model.config.context
@@ -116,9 +117,9 @@ def _device_target(args, model, context):
     if args.target == "sim":
         from .targets import SimTarget
         if model.config.layer_macs() * model.config.n_layers > 10_000_000:
-            # measured for SmolLM2-135M on 32 x 32 MACs: its Verilator model (two threads) runs about 47k cycles a
-            # second, a forward pass is 118k cycles (146k with the LM head); the answer to the default question
-            # (37 prompt tokens, 8 new) takes about 2 minutes
+            # measured for SmolLM2-135M on 32 x 32 MACs on two cores: about 47k accelerator cycles a wall second
+            # (firmware included; boards/sim.py sim_threads), a forward pass is 118k cycles (146k with the LM
+            # head); the answer to the default question (37 prompt tokens, 8 new) takes about 2 minutes
             print(f"roma: note: {model.config.name} on the simulated SoC takes about 3 s of wall time per "
                   f"position, prompt included (the Verilator model runs some 47k cycles/s)", file=sys.stderr)
         ctx = _target_context(args, model)

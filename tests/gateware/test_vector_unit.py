@@ -142,7 +142,7 @@ def test_argmax_first_maximum_within_count(bench):
     bench.cmd("argmax", a=8, n=3, count=80)
     bench.peek("argmax")
     bench.run()
-    assert [v for name, v in bench.result.peek_log if name == "argmax"] == [6, 45, 77]
+    assert [v for name, v in bench.res.peek_log if name == "argmax"] == [6, 45, 77]
 
 
 @pytest.mark.parametrize("vec_lanes", VEC_LANES)

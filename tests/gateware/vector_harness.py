@@ -72,7 +72,7 @@ class VectorBench:
         self.lines.append(f"peek {name}")
 
     def run(self):
-        self.result = res = self.sim.run(self.lines)
+        res = self.sim.run(self.lines)
         vals = [v for name, v in res.peek_log if name == "vm_r_dat"]
         k = 0
         for h, n in self.reads:
