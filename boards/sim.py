@@ -150,8 +150,8 @@ def sim_threads(model):
     """Verilator threads for a model's simulator: two for a SmolLM2-class array when the machine has two cores
     (measured on SmolLM2 at 32 x 32 MACs: 35.9k -> 55.2k cycles/s), else one: a small design's cycle is too
     short to pay for the threads' synchronisation, and a thread without a core of its own spins."""
-    big = model.config.layer_macs() * model.config.n_layers > 10_000_000
-    return 2 if big and len(os.sched_getaffinity(0)) >= 2 else 1
+    from roma.soc.config import large_model
+    return 2 if large_model(model.config) and len(os.sched_getaffinity(0)) >= 2 else 1
 
 
 def _build_gateware(model, cfg, context, lora_size, gw, progress, threads=1):

@@ -164,11 +164,11 @@ class VectorUnit(Module):
         qout, abase = Signal(), Signal(ABASE_BITS)
         rope = Signal()
         self.comb += rope.eq(op == OPS["rope"])
-        last_beat = Signal()
-        last_word = Signal()            # the last beat of a VM word: the word is complete
-        self.comb += last_beat.eq(beat == BEATS - 1), last_word.eq(last_beat)
+        last_beat = Signal()            # the last beat of a VM word: the word is complete
+        starting = Signal()             # a command accepted this cycle
+        self.comb += last_beat.eq(beat == BEATS - 1), starting.eq(self.start & ~self.busy)
         self.sync += [
-            If(self.start & ~self.busy,
+            If(starting,
                 issuing.eq(self.n != 0), i.eq(0), beat.eq(0), hw.eq(0), op.eq(self.op), self.busy.eq(1),
                 qout.eq(self.qout), abase.eq(self.abase),
             ).Elif(issuing & ~self.hold,
@@ -195,7 +195,7 @@ class VectorUnit(Module):
         idx = [i] + [Signal(16) for _ in range(ACT_LATENCY)]
         bt = [beat] + [Signal(len(beat)) for _ in range(ACT_LATENCY)]
         hws = [hw] + [Signal() for _ in range(ACT_LATENCY)]
-        wl = [last_word] + [Signal() for _ in range(ACT_LATENCY)]
+        wl = [last_beat] + [Signal() for _ in range(ACT_LATENCY)]
         for k in range(ACT_LATENCY):
             self.sync += valid[k + 1].eq(valid[k]), idx[k + 1].eq(idx[k]), bt[k + 1].eq(bt[k]), \
                 hws[k + 1].eq(hws[k]), wl[k + 1].eq(wl[k])
@@ -391,18 +391,16 @@ class VectorUnit(Module):
             rot = Signal((len(r1b[k]) + 1, True))
             self.comb += rot.eq(Mux(r1n[k], r1[k] - r1b[k], r1[k] + r1b[k]))
             self.sync += If(v2,
-                If((op == OPS["norm"]) | (op == OPS["silu"]), r2[k].eq(p2)),
                 r2y[k].eq(r1y[k]),
-                Case(op, {
+                # (one product in the text, as at stage 1)
+                If((op == OPS["norm"]) | (op == OPS["silu"]), r2[k].eq(p2)).Else(Case(op, {
                     OPS["add"]: r2[k].eq(saturate(r1[k], W)),
-                    OPS["norm"]: [],
-                    OPS["silu"]: [],
                     OPS["sm_exp"]: r2[k].eq(Mux(r1m[k] & (en < 32), ev >> en[:6], 0)),
                     OPS["sm_norm"]: r2[k].eq((r1[k] + shalf) >> smn_shift),
                     OPS["rope"]: r2[k].eq(rshift_round(rot, F.ROPE_FRAC)),
                     OPS["rms_ss"]: [],
                     "default": r2[k].eq(r1[k]),
-                }),
+                })),
             )
 
         # stage 3 ------------------------------------------------------------------------------------------
@@ -442,7 +440,8 @@ class VectorUnit(Module):
         for e in range(GROUP):
             v_ = Signal((W, True))
             self.comb += v_.eq(w_el[e]), tq[e].eq(Mux(avmode, v_ << w_vs[e], v_))
-        self.sync += If(wdone, *[t1q[e].eq(tq[e]) for e in range(GROUP)], t1max.eq(tree(max_, [abs_(v) for v in tq])))
+        self.sync += If(wdone, *[t1q[e].eq(tq[e]) for e in range(GROUP)],
+                        t1max.eq(tree(max_, [abs_(v) for v in tq])))
         # QUANT's input has VEC_FRAC fractional bits, the shifted probabilities 2 * VEC_FRAC
         q_stmts, q_word = _quant_word(cfg, t1q, t1max, Mux(avmode, 2 * VEC_FRAC, VEC_FRAC), W + 16)
         self.comb += q_stmts
@@ -478,8 +477,7 @@ class VectorUnit(Module):
                 pend_dat.eq(word),
                 If(hws[4], pend.eq(1), pend_adr.eq(self.a + idx[4] * wpr + 1)),
             )
-        self.sync += If(self.start & ~self.busy, self.act_written.eq(0)).Elif(self.act_we,
-                                                                              self.act_written.eq(self.act_written + 1))
+        self.sync += If(starting, self.act_written.eq(0)).Elif(self.act_we, self.act_written.eq(self.act_written + 1))
 
         # reductions: sums of squares from stage 1's products (valid[2]), the rest from stage 2 (valid[3]) ---
         amax = Signal(W + 16)
@@ -487,7 +485,7 @@ class VectorUnit(Module):
         z = Signal(W + 16)
         r2max = Signal(W + 16)
         self.sync += r2max.eq(r1max)
-        self.sync += If(v2 & (op == OPS["rms_ss"]) & ~(self.start & ~self.busy),
+        self.sync += If(v2 & (op == OPS["rms_ss"]) & ~starting,
                         ss.eq(ss + tree(lambda p, q: p + q, [r1[k][:2 * XS_BITS] for k in range(VW)])))
         # masked max of the scaled scores, first maximum wins for ARGMAX
         best = Signal((W + 1, True))
@@ -513,7 +511,7 @@ class VectorUnit(Module):
         self.comb += word_z.eq(tree(lambda p, q: p + q, [r2[k][:F.EXP_FRAC + 2] for k in range(VW)]))
         first = Signal()
         self.sync += [
-            If(self.start & ~self.busy,
+            If(starting,
                 amax.eq(0), ss.eq(0), z.eq(0), first.eq(1),
             ).Elif(valid[3],
                 If(op == OPS["rms_max"], amax.eq(max_(amax, r2max))),
@@ -523,7 +521,7 @@ class VectorUnit(Module):
                     If(first | (r2best > best), best.eq(r2best), best_i.eq(r2best_i))),
             ),
             # ADD's outputs leave the tail's max two stages later
-            If(valid[LATENCY] & wl[LATENCY] & (op == OPS["add"]) & ~(self.start & ~self.busy),
+            If(valid[LATENCY] & wl[LATENCY] & (op == OPS["add"]) & ~starting,
                amax.eq(max_(amax, t1max))),
         ]
         self.comb += self.smax.eq(best), self.argmax.eq(best_i)
@@ -552,8 +550,8 @@ class VectorUnit(Module):
             # busy: running, except while its input is still being written (hold)
             If(self.busy & ~(issuing & self.hold), self.cnt_busy.eq(self.cnt_busy + 1)),
             If(self.busy & issuing & self.hold, self.cnt_hold.eq(self.cnt_hold + 1)),
-            If(self.start & ~self.busy, drain.eq(0), fin.eq(0)),
-            If(self.busy & ~issuing & ~(self.start & ~self.busy),
+            If(starting, drain.eq(0), fin.eq(0)),
+            If(self.busy & ~issuing & ~starting,
                 If(drain < Mux(acts | (op == OPS["add"]), DRAIN + TAIL_DRAIN, Mux(rope, DRAIN + wpr - 1, DRAIN)),
                    drain.eq(drain + 1)).Else(
                     If((op == OPS["rms_max"]) | (op == OPS["add"]),

@@ -83,12 +83,15 @@ def cmd_generate(args):
 SIM_CONTEXT = 512      # KV cache positions a simulator build gets unless --context says otherwise
 
 
+def _sim_context(args, model):
+    """The KV cache positions of a simulator build: --context, else the model's, at most SIM_CONTEXT."""
+    return args.context or min(model.config.context, SIM_CONTEXT)
+
+
 def _target_context(args, model):
-    """The KV cache positions a prompt is checked against: --context, else the model's (at most SIM_CONTEXT on
-    the simulator, which is built with that many; a board's own limit is checked by its firmware)."""
-    if args.context:
-        return args.context
-    return min(model.config.context, SIM_CONTEXT) if args.target == "sim" else model.config.context
+    """The KV cache positions a prompt is checked against: the simulator's build, else --context or the
+    model's (a board's own limit is checked by its firmware)."""
+    return _sim_context(args, model) if args.target == "sim" else args.context or model.config.context
 
 
 def _accel_config(args, model):
@@ -115,14 +118,16 @@ def _target(args, model, lora, context):
 
 def _device_target(args, model, context):
     if args.target == "sim":
+        from roma.soc.config import large_model
+
         from .targets import SimTarget
-        if model.config.layer_macs() * model.config.n_layers > 10_000_000:
+        if large_model(model.config):
             # measured for SmolLM2-135M on 32 x 32 MACs on two cores: about 47k accelerator cycles a wall second
             # (firmware included; boards/sim.py sim_threads), a forward pass is 118k cycles (146k with the LM
             # head); the answer to the default question (37 prompt tokens, 8 new) takes about 2 minutes
             print(f"roma: note: {model.config.name} on the simulated SoC takes about 3 s of wall time per "
                   f"position, prompt included (the Verilator model runs some 47k cycles/s)", file=sys.stderr)
-        ctx = _target_context(args, model)
+        ctx = _sim_context(args, model)
         return SimTarget(model, _accel_config(args, model), context=ctx, progress=not args.quiet)
     from .targets import DeviceTarget
     return DeviceTarget(args.target, model)
@@ -173,7 +178,7 @@ def cmd_sim(args):
     from roma.boards.sim import SimRunner, build_sim
     model, _ = _load(args, with_tokenizer=False)
     cfg = _accel_config(args, model)
-    context = args.context or min(model.config.context, SIM_CONTEXT)
+    context = _sim_context(args, model)
     t0 = time.monotonic()
     build = build_sim(model, cfg, context=context)
     print(f"built in {time.monotonic() - t0:.0f} s: {build.gateware}")
@@ -214,7 +219,7 @@ def _bench_sim(args):
     from .hw_bench import hw_bench, write_report
     model, _ = _load(args, with_tokenizer=False)
     cfg = _accel_config(args, model)
-    context = args.context or min(model.config.context, SIM_CONTEXT)
+    context = _sim_context(args, model)
     r = hw_bench(model, cfg, context, new_tokens=args.tokens, clock_hz=args.clock_mhz * 1e6)
     png = args.png or f"bench-{model.config.name}.png"
     write_report(r, args.json, png)

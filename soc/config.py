@@ -80,10 +80,16 @@ class AccelConfig:
             raise ConfigError(f"lanes={self.lanes} does not divide the {rows} rows of {what}")
 
 
+def large_model(model_config):
+    """A SmolLM2-class model (over 10M MACs per token): the wide array, no adapter capacity by default, two
+    simulator threads, and minutes of simulated wall time."""
+    return model_config.layer_macs() * model_config.n_layers > 10_000_000
+
+
 def default_config(model_config):
     """The accelerator a model gets unless told otherwise: a small array for the tiny models (the ECP5 shape),
     a wide one for SmolLM2-class models in the simulator. Lanes must divide 32 and every row count."""
-    big = model_config.layer_macs() * model_config.n_layers > 10_000_000
+    big = large_model(model_config)
     lanes, macs = (32, 32) if big else (8, 8)
     while lanes > 1 and any(r % lanes for r in (model_config.dim, model_config.hidden, model_config.vocab,
                                                 model_config.n_kv_heads * model_config.head_dim)):
