@@ -6,11 +6,14 @@ changes that decide how usable a large model is in simulation.
                  character at a time (about 8 MB/s): SmolLM2's ROM images are 230 MB of hex, half a minute at
                  every start. Here each image becomes a binary file in Verilator's own in-memory layout (a
                  little-endian host's: elements of 1, 2, 4 or 8 bytes, wider ones as 32-bit words, least
-                 significant first), its `$readmemh` is dropped from sim.v (the memory is kept, /*verilator
-                 public*/, so it is not folded away as never written), and a generated loader (roma_meminit.cpp)
-                 reads the files straight into the model's arrays after its construction: a fraction of a
+                 significant first), its `$readmemh` is dropped from sim.v, and a generated loader
+                 (roma_meminit.cpp) writes the files straight into the model's arrays after its construction
+                 (each array checked at compile time to exist with its size): a fraction of a
                  second (99 MB for SmolLM2). All-zero images (the adapter banks, empty RAMs) need no file. The
                  CPU's ROM keeps its `$readmemh`: a run swaps in the firmware there (boards/sim.py SimRunner).
+                 The arrays are not marked /*verilator public*/: Verilator would then evaluate every read of
+                 them at each eval, both clock edges (its input-combinational region), which cost SmolLM2's
+                 model a fifth of its speed (24.1k -> 30.6k cycles/s without).
   no tracing     LiteX always verilates with --trace (and opens sim.vcd at every start, though nothing is
                  dumped unless asked). Without it the compiled model is a third the size and simulates a little
                  faster (5-10% on tiny-260k). boards/sim_veril.cpp is LiteX's veril.cpp with the tracer made optional and the loader
@@ -73,8 +76,8 @@ def hex_image(path, width, depth):
 
 def preload_memories(gw, keep):
     """Turns each memory LiteX initializes from a file, except those in `keep`, into a preloaded one: writes
-    <init file>.bin next to it (none if all zero), deletes the text file, drops its $readmemh from sim.v and
-    marks the memory public. Writes and returns the manifest (what the loader loads)."""
+    <init file>.bin next to it (none if all zero), deletes the text file and drops its $readmemh from sim.v.
+    Writes and returns the manifest (what the loader loads)."""
     gw = Path(gw)
     v = (gw / "sim.v").read_text()
     mems = []
@@ -92,7 +95,7 @@ def preload_memories(gw, keep):
         (gw / fname).unlink()
         mems.append({"name": name, "width": width, "depth": depth, "bytes": _elem_bytes(width) * depth,
                      "file": binary, "from": fname})
-        return f"reg {'[%s:0] ' % hi if hi else ''}{name}[0:{last}] /*verilator public*/;\n"
+        return f"reg {'[%s:0] ' % hi if hi else ''}{name}[0:{last}];\n"
 
     v = _MEM.sub(sub, v)
     left = re.findall(r'\$readmemh\("([^"]+)"', v)

@@ -22,7 +22,9 @@ def make_soc(model, cfg, context, lora_size, rom_init=None):
     from roma.firmware.build import token_cmds
     from roma.soc.soc import RomaSoC, rom_size_for
 
-    acc = build_accelerator(model, cfg, context, lora_size=lora_size)
+    # the vector unit, the H-unit and the LM head clocked only while they work: Verilator skips their logic in
+    # the other cycles (gateware/accelerator.py gate_clocks), the same cycles counted
+    acc = build_accelerator(model, cfg, context, lora_size=lora_size, gate_clocks=True)
     program = token_cmds(acc)
     n_cmds = len(program)
     # the command memory starts out holding the token program (as a bitstream would initialize it), so the

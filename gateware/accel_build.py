@@ -89,9 +89,11 @@ def placeholder_images(contents, unit, lanes, seed):
     return [BankImage(ph(f"{unit}{b}.codes"), ph(f"{unit}{b}.scales"), ph(f"{unit}{b}.rowexp")) for b in range(lanes)]
 
 
-def build_accelerator(model, cfg, context=None, lora_size=None, max_cmds=MAX_CMDS, placeholder_seed=None):
+def build_accelerator(model, cfg, context=None, lora_size=None, max_cmds=MAX_CMDS, placeholder_seed=None,
+                      gate_clocks=False):
     """lora_size: (groups, rows) per H bank for the KV cache and adapters (LoraPlan's figures), or None for
-    the KV cache alone. placeholder_seed: B-ROMs hold placeholder words (placeholder_images), not the model's."""
+    the KV cache alone. placeholder_seed: B-ROMs hold placeholder words (placeholder_images), not the model's.
+    gate_clocks: the simulator's idle units unclocked (Accelerator)."""
     c = model.config
     if model.lm_head is not None:
         raise ConfigError(f"{c.name}: untied LM head; the accelerator reads embedding rows from the head's ROM")
@@ -130,5 +132,6 @@ def build_accelerator(model, cfg, context=None, lora_size=None, max_cmds=MAX_CMD
                       kv_groups_per_bank=groups, kv_rows_per_bank=rows,
                       ve_words=geo.ve_words(), vm_words=vm["words"] + 2, max_cmds=max_cmds,
                       head_images=d_images, head_bits=hq.bits,
-                      head_signed=hq.signed, h_act_cols=geo.h_act_layout()["words"] * GROUP)
+                      head_signed=hq.signed, h_act_cols=geo.h_act_layout()["words"] * GROUP,
+                      gate_clocks=gate_clocks)
     return AccelBuild(dut, geo, layout[3], vm, hq.bits, hq.signed, groups, rows, n_cmds, max_cmds)

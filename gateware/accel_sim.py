@@ -13,14 +13,15 @@ from .words import pack, unpack
 
 
 class AcceleratorSim:
-    def __init__(self, model, cfg, context=None, lora=None):
-        """lora: a golden DeviceLora; its A and B are loaded into the H-unit's banks by each run."""
+    def __init__(self, model, cfg, context=None, lora=None, gate_clocks=False):
+        """lora: a golden DeviceLora; its A and B are loaded into the H-unit's banks by each run.
+        gate_clocks: the units' clocks gated as in the SoC simulator (Accelerator)."""
         c = model.config
         self.cfg = cfg
         geo = Geometry.of(c, cfg.lanes, context)
         self.lora = LoraPlan(geo, lora, c) if lora is not None else None
         size = (self.lora.groups_per_bank, self.lora.rows_per_bank) if self.lora else None
-        b = build_accelerator(model, cfg, context, lora_size=size)
+        b = build_accelerator(model, cfg, context, lora_size=size, gate_clocks=gate_clocks)
         self.geo, self.table, vm, dut = b.geo, b.table, b.vm, b.dut
         ios = {"start": dut.start, "busy": dut.busy, "done": dut.done, "ncmds": dut.ncmds, "pos": dut.pos,
                "cmd_adr": dut.cmd_w.adr, "cmd_dat": dut.cmd_w.dat_w, "cmd_we": dut.cmd_w.we,
@@ -28,7 +29,7 @@ class AcceleratorSim:
                **{f"cnt_{n}": getattr(dut, f"cnt_{n}") for n in COUNTERS},
                "h_bank": dut.h_bank, "h_w_adr": dut.h_w_adr, "h_w_dat": dut.h_w_dat, "h_w_we": dut.h_w_we,
                "h_e_adr": dut.h_e_adr, "h_e_dat": dut.h_e_dat, "h_e_we": dut.h_e_we, "token": dut.token}
-        tag = f"_lora{self.lora.R}_{len(self.lora.entries)}" if self.lora else ""
+        tag = (f"_lora{self.lora.R}_{len(self.lora.entries)}" if self.lora else "") + ("_gated" if gate_clocks else "")
         self.sim = VerilatorSim(dut, ios, f"roma_accel_{c.name.replace('-', '_')}_l{cfg.lanes}_m{cfg.macs_per_lane}{tag}")
         self.vm = vm
 

@@ -157,16 +157,28 @@ class KVWriter(Module):
 class Accelerator(Module):
     def __init__(self, cfg, rom_images, l_max_cols, gamma_words, cos, sin, *, dim, head_dim, context,
                  eps_q, kv_groups_per_bank, kv_rows_per_bank, ve_words, vm_words=64, max_cmds=256,
-                 head_images=None, head_bits=None, head_signed=False, h_act_cols=0):
+                 head_images=None, head_bits=None, head_signed=False, h_act_cols=0, gate_clocks=False):
         assert GROUP % cfg.lanes == 0, "the KV layout and VM writes need lanes dividing 32"
+
+        def gated(name, unit, keep=()):
+            """gate_clocks (the simulator only): the unit in a clock domain of its own, clocked only in the
+            cycles it has work (the enables below); Verilator then skips its logic in the other cycles. `keep`:
+            the unit's domains that stay on the system clock."""
+            if not gate_clocks:
+                return ClockDomainsRenamer({k: "sys" for k in keep})(unit) if keep else unit
+            self.clock_domains += ClockDomain(f"roma_{name}")
+            return ClockDomainsRenamer({"sys": f"roma_{name}", **{k: "sys" for k in keep}})(unit)
         # (two activation regions: program.Geometry.l_act_regions)
         self.submodules.L = L = GEMVUnit(cfg, rom_images, 2 * l_max_cols)
-        self.submodules.D = D = GEMVUnit(cfg, head_images, dim, code_bits=head_bits, signed=head_signed) \
-            if head_images else None
-        self.submodules.H = H = SRAMUnit(cfg, kv_groups_per_bank, kv_rows_per_bank,
-                                         max(context, l_max_cols, h_act_cols), group_exp=True)
-        self.submodules.V = V = VectorUnit(cfg, vm_words, dim, eps_q, gamma_words, head_dim=head_dim,
-                                           context=context, ve_words=ve_words)
+        self.submodules.D = D = gated("d", GEMVUnit(cfg, head_images, dim, code_bits=head_bits,
+                                                    signed=head_signed)) if head_images else None
+        self.submodules.H = H = gated("h", SRAMUnit(cfg, kv_groups_per_bank, kv_rows_per_bank,
+                                                    max(context, l_max_cols, h_act_cols), group_exp=True))
+        # (the VM's outside write port, GEMV results, stays on the system clock: the vector unit's clock need not
+        # run for a GEMV's rows)
+        self.submodules.V = V = gated("v", VectorUnit(cfg, vm_words, dim, eps_q, gamma_words, head_dim=head_dim,
+                                                      context=context, ve_words=ve_words, vm_w_domain="roma_vm_w"),
+                                      keep=("roma_vm_w",))
         V.set_rope(cos, sin)
         self.submodules.KV = KV = KVWriter(cfg, H, V, head_dim, context)
         # host interface --------------------------------------------------------------------------------
@@ -290,10 +302,11 @@ class Accelerator(Module):
                 u.start.eq(starts[name]),
             ]
         # activation routing (the running vector op's target): L act, H act, head act, or the KV writer
+        act_to = {}
         for u, t in ((L, "L"), (H, "H"), (D, "D")):
             if u is None:
                 continue
-            to_me = Signal(name=f"act_to_{t}")
+            act_to[t] = to_me = Signal(name=f"act_to_{t}")
             self.comb += to_me.eq({"L": (vh["tgt"] == TARGETS["L"]) & ~vh["to_head"],
                                    "H": (vh["tgt"] == TARGETS["H"]) | vh["dual"], "D": vh["to_head"]}[t])
             self.comb += [u.act.w.adr.eq(V.act_adr), u.act.w.dat_w.eq(V.act_dat), u.act.w.we.eq(V.act_we & to_me)]
@@ -385,3 +398,23 @@ class Accelerator(Module):
         ).Else(
             vw.adr.eq(self.vm_adr), vw.dat_w.eq(self.vm_dat_w), vw.we.eq(self.vm_we),
         )
+
+        if gate_clocks:
+            # a gated unit's clock runs while it works, finishes (its done pulse), or has a memory write coming
+            # from outside (activations into its buffer, the KV writer into the H banks and V's exponents),
+            # and always while the accelerator is idle (host loads and reads)
+            idle = ~self.busy
+            act_in = {t: V.act_we & act_to[t] for t in act_to}
+            enables = {"v": V.busy | V.done | starts["V"] | (V.ve_w.we != 0),
+                       "h": H.busy | H.done | starts["H"] | act_in["H"] | KV.busy | kv_start}
+            if D is not None:
+                enables["d"] = D.busy | D.done | starts["D"] | act_in["D"]
+            # the enable is latched while the clock is low (as a clock-gating cell does), so a gated clock has
+            # only whole pulses, each at a rising edge of sys
+            self.clock_domains.cd_roma_gate = ClockDomain(reset_less=True)
+            self.comb += self.cd_roma_gate.clk.eq(~ClockSignal("sys"))
+            for name, en in enables.items():
+                en_l = Signal(reset=1, name=f"roma_{name}_en")
+                self.sync.roma_gate += en_l.eq(idle | en)
+                self.comb += ClockSignal(f"roma_{name}").eq(ClockSignal("sys") & en_l), \
+                    ResetSignal(f"roma_{name}").eq(ResetSignal("sys"))

@@ -94,7 +94,9 @@ def _quant_word(cfg, vals, vmax, frac, width):
 
 
 class VectorUnit(Module):
-    def __init__(self, cfg, vm_words, dim, eps_q, gamma_words, head_dim=32, context=64, ve_words=2):
+    def __init__(self, cfg, vm_words, dim, eps_q, gamma_words, head_dim=32, context=64, ve_words=2,
+                 vm_w_domain="sys"):
+        """vm_w_domain: the clock domain of the VM's outside write port (vm_w), when it is not the unit's."""
         W = VEC_BITS
         VW = cfg.vec_lanes                      # elements per cycle
         BEATS = GROUP // VW                     # cycles per VM word
@@ -139,10 +141,15 @@ class VectorUnit(Module):
         # # #
 
         self.specials.vm = vm = Memory(GROUP * W, vm_words)
-        ra, rb = vm.get_port(), vm.get_port()
+        # the read ports register the word read (READ_FIRST), not the address: a write at the same clock edge is
+        # not seen (the unit never reads a word in the cycle it is written: the chaining and the drain see to
+        # that); block RAM needs no bypass logic for it, and the unit's logic depends on its own registers only
+        # (so the simulator's gated clock can skip it while a GEMV writes its results, Accelerator gate_clocks)
+        ra, rb = vm.get_port(mode=READ_FIRST), vm.get_port(mode=READ_FIRST)
         wp = vm.get_port(write_capable=True)
-        self.vm_w = vm.get_port(write_capable=True, we_granularity=W)   # GEMV results (lane slices), loads
-        self.vm_r = vm.get_port()
+        self.vm_w = vm.get_port(write_capable=True, we_granularity=W,        # GEMV results (lane slices), loads
+                                clock_domain=vm_w_domain)
+        self.vm_r = vm.get_port(mode=READ_FIRST)
         self.specials.gamma = gmem = Memory(GROUP * GAMMA_BITS, max(len(gamma_words), 2), init=gamma_words)
         gp = gmem.get_port()
         self.gamma_w = gmem.get_port(write_capable=True)      # norm weights can also be (re)loaded

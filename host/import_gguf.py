@@ -1,9 +1,17 @@
 """Import a llama.cpp GGUF file: its own Q4_1 codes, its Q8_0 embedding and F32 norms, losslessly."""
 
+import json
+from dataclasses import replace
+from pathlib import Path
+
 import numpy as np
 
+from .cache import cache_dir, file_hash, tree_hash
 from .errors import RomaError
-from .model import GROUP, LayerWeights, Model, ModelConfig, QMatrix
+from .model import GROUP, PROJECTIONS, LayerWeights, Model, ModelConfig, QMatrix
+
+# what the decoded model depends on besides the file (a change to either decodes it again)
+_DECODER_SOURCES = ["host/import_gguf.py", "host/model.py"]
 
 # GGUF tensor names of one layer -> our projection names
 _GGUF_PROJ = {
@@ -52,6 +60,59 @@ def _field(reader, key, default=None):
 
 
 def load_gguf(path, name=None, with_tokenizer=True):
+    """The model in a GGUF file. The decoded arrays are cached by the file's hash and this decoder's source:
+    parsing a GGUF's metadata (SmolLM2's 49k-token vocabulary and merges among it) takes seconds at every
+    start, the cached arrays a fraction of one."""
+    path = Path(path)
+    if not path.is_file():
+        raise RomaError(f"model file not found: {path}")
+    cached = cache_dir("gguf", f"{file_hash(path)[:16]}-{tree_hash(_DECODER_SOURCES)[:12]}") / "model.npz"
+    model = _load_cached(cached) if cached.exists() else None
+    if model is None:
+        model = _decode(path)
+        _save_cached(model, cached)
+    model.config = replace(model.config, name=name or str(path))
+    model.source = str(path)
+    if with_tokenizer:
+        from .tokenizer import gguf_tokenizer
+        model.tokenizer = gguf_tokenizer(path)
+    return model.validate()
+
+
+def _save_cached(model, path):
+    arrays = {"config": np.frombuffer(json.dumps(model.config.to_dict()).encode(), np.uint8),
+              "final_norm": model.final_norm}
+    mats = {"embed": model.embed, **({"lm_head": model.lm_head} if model.lm_head is not None else {})}
+    for i, L in enumerate(model.layers):
+        arrays[f"{i}.attn_norm"], arrays[f"{i}.ffn_norm"] = L.attn_norm, L.ffn_norm
+        mats.update({f"{i}.{p}": q for p, q in L.proj.items()})
+    for k, q in mats.items():
+        arrays.update({f"{k}.codes": q.codes, f"{k}.d": q.d, f"{k}.m": q.m,
+                       f"{k}.format": np.array([q.bits, int(q.signed)])})
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, **arrays)
+    tmp.replace(path)
+
+
+def _load_cached(path):
+    """The model _save_cached wrote, or None if the file is unreadable (it is then decoded again)."""
+    try:
+        with np.load(path) as z:
+            a = {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError):
+        return None
+
+    def mat(k):
+        bits, signed = (int(v) for v in a[f"{k}.format"])
+        return QMatrix(a[f"{k}.codes"], a[f"{k}.d"], a[f"{k}.m"], bits, bool(signed))
+    d = json.loads(a["config"].tobytes())
+    cfg = ModelConfig(**{**d, "eos_ids": tuple(d["eos_ids"])})
+    layers = [LayerWeights(a[f"{i}.attn_norm"], a[f"{i}.ffn_norm"], {p: mat(f"{i}.{p}") for p in PROJECTIONS})
+              for i in range(cfg.n_layers)]
+    return Model(cfg, mat("embed"), layers, a["final_norm"], mat("lm_head") if "lm_head.codes" in a else None)
+
+
+def _decode(path):
     import gguf
 
     try:
@@ -71,7 +132,7 @@ def load_gguf(path, name=None, with_tokenizer=True):
     vocab = int(tensors["token_embd.weight"].shape[-1]) if "token_embd.weight" in tensors else 0
     eos = _field(reader, "tokenizer.ggml.eos_token_id", -1)
     cfg = ModelConfig(
-        name=name or str(path), dim=dim, n_layers=n_layers, n_heads=n_heads, n_kv_heads=n_kv,
+        name=str(path), dim=dim, n_layers=n_layers, n_heads=n_heads, n_kv_heads=n_kv,
         hidden=_field(reader, "llama.feed_forward_length"), vocab=vocab,
         context=_field(reader, "llama.context_length"),
         rope_theta=float(_field(reader, "llama.rope.freq_base", 10000.0)),
@@ -108,8 +169,4 @@ def load_gguf(path, name=None, with_tokenizer=True):
         layers.append(LayerWeights(norm(f"blk.{i}.attn_norm.weight"), norm(f"blk.{i}.ffn_norm.weight"), proj))
     embed = tensor("token_embd.weight", vocab, dim)
     lm_head = tensor("output.weight", vocab, dim) if "output.weight" in tensors else None
-    model = Model(cfg, embed, layers, norm("output_norm.weight"), lm_head, source=str(path))
-    if with_tokenizer:
-        from .tokenizer import gguf_tokenizer
-        model.tokenizer = gguf_tokenizer(path)
-    return model.validate()
+    return Model(cfg, embed, layers, norm("output_norm.weight"), lm_head)

@@ -51,6 +51,19 @@ def test_layer0_bit_exact_over_positions(setup):
         assert counters["cnt_cycles"] <= 1.25 * floor
 
 
+def test_layer0_with_gated_clocks_same_result_and_cycles(setup):
+    """The simulator's gated unit clocks (Accelerator gate_clocks) change nothing but its speed: the same
+    layer outputs and every counter equal, against the ungated design."""
+    model, cfg, acc = setup
+    gated = AcceleratorSim(model, cfg, context=CONTEXT, gate_clocks=True)
+    tokens = [1, 57, 300]
+    xs, want = golden_layer0(model, tokens)
+    steps = [(0, p, xs[p]) for p in range(len(tokens))]
+    for p, ((x, counters), (_, plain), w) in enumerate(zip(gated.run_layers(steps), acc.run_layers(steps), want)):
+        assert np.array_equal(x, w), f"position {p}: {np.nonzero(x != w)[0][:8]}"
+        assert counters == plain
+
+
 def test_layer0_in_the_fpga_shape():
     """The FPGA shape: LUT multipliers in the B-ROM lanes, and a 2-lane vector unit (16 beats per VM word)
     chained with the GEMVs (reads held mid-word for rows not yet written, activations handed on word by word):

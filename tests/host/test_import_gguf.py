@@ -233,6 +233,25 @@ def test_synthetic_file_imports_losslessly(synthetic):
     assert np.array_equal(m.final_norm, w["norm"].astype(np.float32))
 
 
+def test_decoded_model_is_cached_by_the_files_hash(synthetic, tmp_path, monkeypatch):
+    """A second load reads the cached arrays (no GGUF parsing): the same model, content hash included; a name
+    is the caller's; a damaged cache file is decoded again."""
+    monkeypatch.setenv("ROMA_CACHE", str(tmp_path))
+    _, path = synthetic
+    first = load_gguf(path, name="syn", with_tokenizer=False)
+    [cached] = (tmp_path / "gguf").glob("*/model.npz")
+    import roma.host.import_gguf as ig
+    monkeypatch.setattr(ig, "_decode", lambda p: pytest.fail("decoded again"))
+    again = load_gguf(path, name="other", with_tokenizer=False)
+    assert again.content_hash() != first.content_hash() and again.config.name == "other"    # (the name is hashed)
+    assert load_gguf(path, name="syn", with_tokenizer=False).content_hash() == first.content_hash()
+    assert again.embed.signed and again.embed.bits == 8 and again.layers[1].proj["q_proj"].bits == 4
+    cached.write_bytes(b"not a zip")
+    monkeypatch.undo()
+    monkeypatch.setenv("ROMA_CACHE", str(tmp_path))
+    assert load_gguf(path, name="syn", with_tokenizer=False).content_hash() == first.content_hash()
+
+
 def test_synthetic_file_with_untied_head(tmp_path):
     w = hf_weights(np.random.default_rng(8))
     m = load_gguf(write_gguf(tmp_path / "head.gguf", w, head=True), with_tokenizer=False)
