@@ -7,7 +7,9 @@ Generated (write-if-changed, in <soc>/firmware-gen/):
                     command words gateware/program.py makes; dyn fields take the position in hardware) unless
                     the SoC's command memory starts out holding it (ROMA_CMDS_PRELOADED: the SoC build's
                     build.json says so), the sampler's constants and exp2 table (host/golden)
-The compiled firmware is cached by a hash of its sources and every header it includes.
+The headers are remade only when the model, the configuration or their sources changed (headers.key: making
+them elaborates the accelerator, about 25 s for SmolLM2 at every start before); the compiled firmware is
+cached by a hash of its sources and every header it includes.
 """
 
 import hashlib
@@ -16,7 +18,7 @@ import shutil
 from pathlib import Path
 
 from roma.host import protocol
-from roma.host.cache import write_if_changed
+from roma.host.cache import tree_hash, write_if_changed
 from roma.host.errors import RomaError
 
 SRC = Path(__file__).resolve().parent
@@ -77,21 +79,33 @@ def token_cmds(acc):
     return packed(token_program(acc.geo, acc.table))
 
 
+# what the generated headers are made from besides the model and the configuration
+HEADER_SOURCES = ["firmware/build.py", "gateware", "soc", "host/golden", "host/protocol.py", "host/export.py",
+                  "host/model.py"]
+
+
 def build_firmware(gw, model, cfg, context=None, lora_size=None, progress=True):
     """gw: the SoC build folder (boards/sim.py). Returns the path of firmware.bin."""
-    from roma.gateware.accel_build import build_accelerator
-
     gen = Path(gw) / "firmware-gen"
-    acc = build_accelerator(model, cfg, context, lora_size=lora_size)
     built = Path(gw) / "build.json"
     preloaded = json.loads(built.read_text()).get("cmds_preloaded", 0) if built.exists() else 0
-    if preloaded and preloaded != len(token_cmds(acc)):
-        raise RomaError(f"the SoC's command memory holds {preloaded} commands, the token program has "
-                        f"{len(token_cmds(acc))}: the SoC build is stale")
-    write_if_changed(gen / "roma_config.h", config_header(model, acc, cfg, cmds_preloaded=bool(preloaded)))
+    # the headers are remade (which elaborates the accelerator: some 25 s for SmolLM2) only when what they are
+    # made from changed
+    key = hashlib.sha256(json.dumps({"model": model.content_hash(), "cfg": repr(cfg), "context": context,
+                                     "lora": lora_size, "preloaded": preloaded,
+                                     "sources": tree_hash(HEADER_SOURCES)}, sort_keys=True).encode()).hexdigest()
+    stamp = gen / "headers.key"
+    if not (stamp.exists() and stamp.read_text() == key and (gen / "roma_config.h").exists()):
+        from roma.gateware.accel_build import build_accelerator
+        acc = build_accelerator(model, cfg, context, lora_size=lora_size)
+        if preloaded and preloaded != len(token_cmds(acc)):
+            raise RomaError(f"the SoC's command memory holds {preloaded} commands, the token program has "
+                            f"{len(token_cmds(acc))}: the SoC build is stale")
+        write_if_changed(gen / "roma_config.h", config_header(model, acc, cfg, cmds_preloaded=bool(preloaded)))
+        write_if_changed(stamp, key)
     write_if_changed(gen / "roma_protocol.h", protocol.c_header())
     h = hashlib.sha256()
-    inputs = sorted((SRC / "src").iterdir()) + [SRC / "Makefile"] + sorted(gen.iterdir()) + \
+    inputs = sorted((SRC / "src").iterdir()) + [SRC / "Makefile"] + sorted(f for f in gen.iterdir() if f.suffix == ".h") + \
         sorted((Path(gw) / "software" / "include" / "generated").iterdir())
     for f in inputs:
         if f.is_file():

@@ -105,7 +105,7 @@ def _target(args, model, lora, context):
     from .generate import GoldenTarget
     if args.target == "golden":
         return GoldenTarget(golden_for(model, lora, context))
-    target = _device_target(args, model, context)
+    target = _device_target(args, model)
     if lora is not None:
         from .golden.lora import DeviceLora
         try:
@@ -116,17 +116,16 @@ def _target(args, model, lora, context):
     return target
 
 
-def _device_target(args, model, context):
+def _device_target(args, model):
     if args.target == "sim":
         from roma.soc.config import large_model
 
         from .targets import SimTarget
         if large_model(model.config):
-            # measured for SmolLM2-135M on 32 x 32 MACs on two cores: about 47k accelerator cycles a wall second
-            # (firmware included; boards/sim.py sim_threads), a forward pass is 118k cycles (146k with the LM
-            # head); the answer to the default question (37 prompt tokens, 8 new) takes about 2 minutes
+            # measured for SmolLM2-135M on 32 x 32 MACs on two cores: about 40k accelerator cycles a wall second
+            # (roma bench; twice that on a faster machine), a forward pass is 118k cycles (146k with the LM head)
             print(f"roma: note: {model.config.name} on the simulated SoC takes about 3 s of wall time per "
-                  f"position, prompt included (the Verilator model runs some 47k cycles/s)", file=sys.stderr)
+                  f"position, prompt included (the Verilator model runs some 40k cycles/s)", file=sys.stderr)
         ctx = _sim_context(args, model)
         return SimTarget(model, _accel_config(args, model), context=ctx, progress=not args.quiet)
     from .targets import DeviceTarget

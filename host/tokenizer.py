@@ -23,7 +23,8 @@ def gguf_tokenizer(path):
     path = Path(path)
     cached = cache_dir("tokenizers", file_hash(path)[:16])
     if (cached / "tokenizer.json").exists():
-        return transformers.AutoTokenizer.from_pretrained(str(cached))
+        # (the same class AutoTokenizer gives for it, without AutoTokenizer's imports: torch among them, 3 s)
+        return transformers.PreTrainedTokenizerFast.from_pretrained(str(cached))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         tok = transformers.AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
