@@ -147,11 +147,12 @@ def build_sim(model, cfg, context=None, lora_size=None, progress=True):
 
 
 def sim_threads(model):
-    """Verilator threads for a model's simulator: two for a SmolLM2-class array when the machine has two cores
-    (measured on SmolLM2 at 32 x 32 MACs: 35.9k -> 55.2k cycles/s), else one: a small design's cycle is too
-    short to pay for the threads' synchronisation, and a thread without a core of its own spins."""
-    from roma.soc.config import large_model
-    return 2 if large_model(model.config) and len(os.sched_getaffinity(0)) >= 2 else 1
+    """Verilator threads for a model's simulator: one. Two once paid for SmolLM2 (35.9k -> 55.2k cycles/s at
+    32 x 32 MACs), but with the idle units' clocks gated (gateware/accelerator.py gate_clocks) a cycle holds too
+    little work for the threads' synchronisation: 40.2-42.9k cycles/s on two threads, 46.4-46.9k on one
+    (`roma bench smollm2-135m --target sim --tokens 2`, the same build verilated both ways, one 2-core
+    machine). The builds keep the choice (cache folder suffix -tN, build.json)."""
+    return 1
 
 
 def _build_gateware(model, cfg, context, lora_size, gw, progress, threads=1):

@@ -167,6 +167,7 @@ class Accelerator(Module):
             if not gate_clocks:
                 return ClockDomainsRenamer({k: "sys" for k in keep})(unit) if keep else unit
             self.clock_domains += ClockDomain(f"roma_{name}")
+            # (Migen renames in the dict's order: sys first, so the kept domains are not renamed twice)
             return ClockDomainsRenamer({"sys": f"roma_{name}", **{k: "sys" for k in keep}})(unit)
         # (two activation regions: program.Geometry.l_act_regions)
         self.submodules.L = L = GEMVUnit(cfg, rom_images, 2 * l_max_cols)
@@ -302,11 +303,10 @@ class Accelerator(Module):
                 u.start.eq(starts[name]),
             ]
         # activation routing (the running vector op's target): L act, H act, head act, or the KV writer
-        act_to = {}
         for u, t in ((L, "L"), (H, "H"), (D, "D")):
             if u is None:
                 continue
-            act_to[t] = to_me = Signal(name=f"act_to_{t}")
+            to_me = Signal(name=f"act_to_{t}")
             self.comb += to_me.eq({"L": (vh["tgt"] == TARGETS["L"]) & ~vh["to_head"],
                                    "H": (vh["tgt"] == TARGETS["H"]) | vh["dual"], "D": vh["to_head"]}[t])
             self.comb += [u.act.w.adr.eq(V.act_adr), u.act.w.dat_w.eq(V.act_dat), u.act.w.we.eq(V.act_we & to_me)]
@@ -400,15 +400,15 @@ class Accelerator(Module):
         )
 
         if gate_clocks:
-            # a gated unit's clock runs while it works, finishes (its done pulse), or has a memory write coming
-            # from outside (activations into its buffer, the KV writer into the H banks and V's exponents),
-            # and always while the accelerator is idle (host loads and reads)
-            idle = ~self.busy
-            act_in = {t: V.act_we & act_to[t] for t in act_to}
-            enables = {"v": V.busy | V.done | starts["V"] | (V.ve_w.we != 0),
-                       "h": H.busy | H.done | starts["H"] | act_in["H"] | KV.busy | kv_start}
+            # a gated unit's clock runs while it works, finishes (its done pulse; V: until its pipeline has
+            # drained, so no stage is left holding a beat), or has a memory write coming from outside
+            # (activations into its buffer, the KV writer into the H banks and V's exponents), and always while
+            # the accelerator is idle (host loads and reads) or the system is in reset
+            idle = ~self.busy | ResetSignal("sys")
+            enables = {"v": V.busy | V.done | V.pipe_busy | starts["V"] | (V.ve_w.we != 0),
+                       "h": H.busy | H.done | starts["H"] | H.act.w.we | KV.busy | kv_start}
             if D is not None:
-                enables["d"] = D.busy | D.done | starts["D"] | act_in["D"]
+                enables["d"] = D.busy | D.done | starts["D"] | D.act.w.we
             # the enable is latched while the clock is low (as a clock-gating cell does), so a gated clock has
             # only whole pulses, each at a rising edge of sys
             self.clock_domains.cd_roma_gate = ClockDomain(reset_less=True)

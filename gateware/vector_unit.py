@@ -137,14 +137,16 @@ class VectorUnit(Module):
         self.act_base = Signal(ABASE_BITS)
         self.act_written = Signal(16)
         self.cnt_hold = Signal(32)
+        self.pipe_busy = Signal()       # a beat is still in the pipeline (past the issue stage)
 
         # # #
 
         self.specials.vm = vm = Memory(GROUP * W, vm_words)
         # the read ports register the word read (READ_FIRST), not the address: a write at the same clock edge is
         # not seen (the unit never reads a word in the cycle it is written: the chaining and the drain see to
-        # that); block RAM needs no bypass logic for it, and the unit's logic depends on its own registers only
-        # (so the simulator's gated clock can skip it while a GEMV writes its results, Accelerator gate_clocks)
+        # that); block RAM needs no bypass logic for it, and the logic on the words read depends on the unit's
+        # registers only, not on the memory (so the simulator's gated clock need not run while a GEMV writes
+        # its results, Accelerator gate_clocks)
         ra, rb = vm.get_port(mode=READ_FIRST), vm.get_port(mode=READ_FIRST)
         wp = vm.get_port(write_capable=True)
         self.vm_w = vm.get_port(write_capable=True, we_granularity=W,        # GEMV results (lane slices), loads
@@ -206,6 +208,7 @@ class VectorUnit(Module):
         for k in range(ACT_LATENCY):
             self.sync += valid[k + 1].eq(valid[k]), idx[k + 1].eq(idx[k]), bt[k + 1].eq(bt[k]), \
                 hws[k + 1].eq(hws[k]), wl[k + 1].eq(wl[k])
+        self.comb += self.pipe_busy.eq(reduce(or_, valid[1:]))
 
         # operands (stage 1 reads them): this beat's slots -----------------------------------------------
         xa, s = _elems(ra.dat_r)
@@ -309,6 +312,10 @@ class VectorUnit(Module):
         self.comb += m1_op.eq((op == OPS["norm"]) | (op == OPS["rms_ss"]) | (op == OPS["sm_norm"]) | rope)
         xs = [Signal((W, True)) for _ in range(VW)]
         tt = [Signal(W) for _ in range(VW)]          # exp_neg's t (non-negative for the unmasked slots)
+        # (values an op alone uses are computed under a condition: 0 otherwise, and the simulator skips them;
+        # one statement per signal, since a comb block's assignments are not seen by its own later reads)
+        sm1 = Signal()
+        self.comb += sm1.eq(v1 & ((op == OPS["sm_max"]) | (op == OPS["sm_exp"])))
         for k in range(VW):
             gc, uc = Signal((SILU_BITS, True)), Signal((SILU_BITS, True))
             tidx = Signal((SILU_BITS, True))
@@ -325,11 +332,11 @@ class VectorUnit(Module):
                 uc.eq(clamp(y[k], -F.SILU_IN_MAX, F.SILU_IN_MAX)),
                 tidx.eq(gc >> sshift),
                 sig.adr[k].eq(clamp(tidx - slo, 0, len(F.SIG_TABLE) - 2)),
-                xscale.eq(x[k] * scale_q),
-                scaled.eq(rshift_round(xscale, 16)),
-                negd.eq(self.smax - scaled),
-                dclamp.eq(clamp(negd, 0, F.EXP_IN_MAX)),
-                tt[k].eq((dclamp * F.LOG2E_Q) >> 16),
+                If(sm1, xscale.eq(x[k] * scale_q)),
+                If(sm1, scaled.eq(rshift_round(xscale, 16))),
+                If(sm1, negd.eq(self.smax - scaled)),
+                If(sm1, dclamp.eq(clamp(negd, 0, F.EXP_IN_MAX))),
+                If(sm1, tt[k].eq((dclamp * F.LOG2E_Q) >> 16)),
                 exp2.adr[k].eq(tt[k][elow:VEC_FRAC]),
                 ra_.eq(clamp(xrope[k], -F.ROPE_IN_MAX, F.ROPE_IN_MAX)),
                 rb_.eq(clamp(yrope[k], -F.ROPE_IN_MAX, F.ROPE_IN_MAX)),
@@ -359,7 +366,7 @@ class VectorUnit(Module):
                 }),
             )
             self.sync += vexp[1][k].eq(vexp[0][k]), vexp[2][k].eq(vexp[1][k])
-        self.sync += r1max.eq(tree(max_, [abs_(v) for v in x]))
+        self.sync += If(v1 & (op == OPS["rms_max"]), r1max.eq(tree(max_, [abs_(v) for v in x])))
 
         # stage 2 ------------------------------------------------------------------------------------------
         v2 = valid[2]
@@ -372,6 +379,8 @@ class VectorUnit(Module):
         shalf = Signal(W + 8)
         self.comb += shalf.eq((1 << smn_shift) >> 1)
         assert F.GAMMA_FRAC == F.SIG_FRAC        # NORM and SILU share the stage-2 product and its rounding
+        interp2, norm2 = Signal(), Signal()
+        self.comb += interp2.eq(v2 & ((op == OPS["silu"]) | (op == OPS["sm_exp"]))), norm2.eq(v2 & (op == OPS["norm"]))
         for k in range(VW):
             # the tables' interpolation: one small product (SILU's sigmoid or SM_EXP's 2**-f)
             dt = Signal((F.SIG_FRAC + 3, True))
@@ -380,14 +389,14 @@ class VectorUnit(Module):
             self.comb += [
                 dt.eq(Mux(op == OPS["silu"], sig.t1[k] - sig.t0[k], exp2.t1[k] - exp2.t0[k])),
                 fr.eq(Mux(op == OPS["silu"], r1x[k][:sshift], r1x[k][:elow])),
-                slope.eq(dt * fr),
+                If(interp2, slope.eq(dt * fr)),
             ]
             sgm = Signal((F.SIG_FRAC + 2, True))
             inside = (r1[k] >= slo) & (r1[k] < -slo)
             self.comb += sgm.eq(Mux(inside, sig.t0[k] + (slope >> sshift),
                                     Mux(r1[k] < slo, int(F.SIG_TABLE[0]), 1 << F.SIG_FRAC)))
             ynorm = Signal((Y_BITS, True))
-            self.comb += ynorm.eq((r1[k] + nhalf) >> norm_shift)
+            self.comb += If(norm2, ynorm.eq((r1[k] + nhalf) >> norm_shift))
             ev = Signal((F.EXP_FRAC + 2, True))
             en = Signal(W - VEC_FRAC)
             self.comb += en.eq(r1x[k] >> VEC_FRAC), ev.eq(exp2.t0[k] + (slope >> elow))
@@ -411,11 +420,13 @@ class VectorUnit(Module):
             )
 
         # stage 3 ------------------------------------------------------------------------------------------
+        silu3 = Signal()
+        self.comb += silu3.eq(valid[3] & (op == OPS["silu"]))
         for k in range(VW):
             g3 = Signal((SILU_BITS + 2, True))          # SILU's gate * sigmoid
             self.comb += g3.eq(r2[k])
             p3 = Signal((2 * SILU_BITS + 2 - VEC_FRAC, True))
-            self.comb += p3.eq(_round_product(g3, r2y[k], VEC_FRAC))
+            self.comb += If(silu3, p3.eq(_round_product(g3, r2y[k], VEC_FRAC)))
             self.sync += If(valid[3], Case(op, {
                 OPS["silu"]: r3[k].eq(saturate(p3, W)),
                 "default": r3[k].eq(saturate(r2[k], W)),
@@ -446,12 +457,12 @@ class VectorUnit(Module):
         tq = [Signal((W + 16, True)) for _ in range(GROUP)]
         for e in range(GROUP):
             v_ = Signal((W, True))
-            self.comb += v_.eq(w_el[e]), tq[e].eq(Mux(avmode, v_ << w_vs[e], v_))
+            self.comb += v_.eq(w_el[e]), If(wdone, tq[e].eq(Mux(avmode, v_ << w_vs[e], v_)))
         self.sync += If(wdone, *[t1q[e].eq(tq[e]) for e in range(GROUP)],
                         t1max.eq(tree(max_, [abs_(v) for v in tq])))
         # QUANT's input has VEC_FRAC fractional bits, the shifted probabilities 2 * VEC_FRAC
         q_stmts, q_word = _quant_word(cfg, t1q, t1max, Mux(avmode, 2 * VEC_FRAC, VEC_FRAC), W + 16)
-        self.comb += q_stmts
+        self.comb += [If(valid[5] & wl[5], st) for st in q_stmts]
         r6act = Signal(len(self.act_dat))
         self.sync += If(valid[5] & wl[5], r6act.eq(q_word))
         acts = Signal()
@@ -500,22 +511,25 @@ class VectorUnit(Module):
         wbest = Signal((W + 1, True))
         wbest_i = Signal(16)
         cands = []
+        max2 = Signal()
+        self.comb += max2.eq(v2 & ((op == OPS["sm_max"]) | (op == OPS["argmax"])))
         for k in range(VW):
             sv = Signal((W + 1, True))                 # a signed view of the stage-1 value
-            self.comb += sv.eq(Mux(r1m[k], r1[k], -(1 << W)))
+            self.comb += If(max2, sv.eq(Mux(r1m[k], r1[k], -(1 << W))))
             cands.append((sv, k))
         # a chain of distinct signals (a comb signal assigned and then read again in one block is not a chain
         # under the SoC's Verilog, whose comb blocks use non-blocking assignments)
         bv, bi = cands[0][0], Constant(0, max(1, bits_for(VW - 1)))
         for v, k in cands[1:]:
             nv, ni = Signal((W + 1, True)), Signal(len(bi))
-            self.comb += nv.eq(Mux(v > bv, v, bv)), ni.eq(Mux(v > bv, k, bi))
+            self.comb += If(max2, nv.eq(Mux(v > bv, v, bv))), If(max2, ni.eq(Mux(v > bv, k, bi)))
             bv, bi = nv, ni
         self.comb += wbest.eq(bv), wbest_i.eq(idx[2] * GROUP + bt[2] * VW + bi)
         r2best, r2best_i = Signal((W + 1, True)), Signal(16)
         self.sync += r2best.eq(wbest), r2best_i.eq(wbest_i)
         word_z = Signal(W + 16)
-        self.comb += word_z.eq(tree(lambda p, q: p + q, [r2[k][:F.EXP_FRAC + 2] for k in range(VW)]))
+        self.comb += If(valid[3] & (op == OPS["sm_exp"]),
+                        word_z.eq(tree(lambda p, q: p + q, [r2[k][:F.EXP_FRAC + 2] for k in range(VW)])))
         first = Signal()
         self.sync += [
             If(starting,

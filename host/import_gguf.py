@@ -1,6 +1,7 @@
 """Import a llama.cpp GGUF file: its own Q4_1 codes, its Q8_0 embedding and F32 norms, losslessly."""
 
 import json
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -10,8 +11,8 @@ from .cache import cache_dir, file_hash, tree_hash
 from .errors import RomaError
 from .model import GROUP, PROJECTIONS, LayerWeights, Model, ModelConfig, QMatrix
 
-# what the decoded model depends on besides the file (a change to either decodes it again)
-_DECODER_SOURCES = ["host/import_gguf.py", "host/model.py"]
+# what the decoded model depends on besides the file: this decoder and its cache layout (a change decodes again)
+_DECODER_SOURCES = ["host/import_gguf.py"]
 
 # GGUF tensor names of one layer -> our projection names
 _GGUF_PROJ = {
@@ -66,11 +67,12 @@ def load_gguf(path, name=None, with_tokenizer=True):
     path = Path(path)
     if not path.is_file():
         raise RomaError(f"model file not found: {path}")
-    cached = cache_dir("gguf", f"{file_hash(path)[:16]}-{tree_hash(_DECODER_SOURCES)[:12]}") / "model.npz"
+    fh = file_hash(path)[:16]
+    cached = cache_dir("gguf") / f"{fh}-{tree_hash(_DECODER_SOURCES)[:12]}.npz"
     model = _load_cached(cached) if cached.exists() else None
     if model is None:
         model = _decode(path)
-        _save_cached(model, cached)
+        _save_cached(model, cached, stale=f"{fh}-*.npz")
     model.config = replace(model.config, name=name or str(path))
     model.source = str(path)
     if with_tokenizer:
@@ -79,7 +81,9 @@ def load_gguf(path, name=None, with_tokenizer=True):
     return model.validate()
 
 
-def _save_cached(model, path):
+def _save_cached(model, path, stale):
+    """Best effort (a cache that cannot be written costs the next start its decoding, nothing more); replaces
+    the file's caches made by earlier decoders (`stale`)."""
     arrays = {"config": np.frombuffer(json.dumps(model.config.to_dict()).encode(), np.uint8),
               "final_norm": model.final_norm}
     mats = {"embed": model.embed, **({"lm_head": model.lm_head} if model.lm_head is not None else {})}
@@ -89,27 +93,35 @@ def _save_cached(model, path):
     for k, q in mats.items():
         arrays.update({f"{k}.codes": q.codes, f"{k}.d": q.d, f"{k}.m": q.m,
                        f"{k}.format": np.array([q.bits, int(q.signed)])})
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, **arrays)
-    tmp.replace(path)
+    import tempfile
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npz")     # (one per process: no clash)
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except OSError:
+        Path(tmp).unlink(missing_ok=True)
+        return
+    for old in path.parent.glob(stale):
+        if old != path:
+            old.unlink(missing_ok=True)
 
 
 def _load_cached(path):
-    """The model _save_cached wrote, or None if the file is unreadable (it is then decoded again)."""
-    try:
-        with np.load(path) as z:
-            a = {k: z[k] for k in z.files}
-    except (OSError, ValueError, EOFError):
-        return None
-
+    """The model _save_cached wrote, or None if the file is damaged in any way (it is then decoded again)."""
     def mat(k):
         bits, signed = (int(v) for v in a[f"{k}.format"])
         return QMatrix(a[f"{k}.codes"], a[f"{k}.d"], a[f"{k}.m"], bits, bool(signed))
-    d = json.loads(a["config"].tobytes())
-    cfg = ModelConfig(**{**d, "eos_ids": tuple(d["eos_ids"])})
-    layers = [LayerWeights(a[f"{i}.attn_norm"], a[f"{i}.ffn_norm"], {p: mat(f"{i}.{p}") for p in PROJECTIONS})
-              for i in range(cfg.n_layers)]
-    return Model(cfg, mat("embed"), layers, a["final_norm"], mat("lm_head") if "lm_head.codes" in a else None)
+    try:
+        with np.load(path) as z:
+            a = {k: z[k] for k in z.files}
+        d = json.loads(a["config"].tobytes())
+        cfg = ModelConfig(**{**d, "eos_ids": tuple(d["eos_ids"])})
+        layers = [LayerWeights(a[f"{i}.attn_norm"], a[f"{i}.ffn_norm"], {p: mat(f"{i}.{p}") for p in PROJECTIONS})
+                  for i in range(cfg.n_layers)]
+        return Model(cfg, mat("embed"), layers, a["final_norm"], mat("lm_head") if "lm_head.codes" in a else None)
+    except Exception:       # (a truncated zip, a missing array, another layout: all mean decode again)
+        return None
 
 
 def _decode(path):

@@ -23,8 +23,13 @@ def gguf_tokenizer(path):
     path = Path(path)
     cached = cache_dir("tokenizers", file_hash(path)[:16])
     if (cached / "tokenizer.json").exists():
-        # (the same class AutoTokenizer gives for it, without AutoTokenizer's imports: torch among them, 3 s)
-        return transformers.PreTrainedTokenizerFast.from_pretrained(str(cached))
+        import json
+        conf = cached / "tokenizer_config.json"
+        cls = json.loads(conf.read_text()).get("tokenizer_class") if conf.exists() else None
+        if cls in ("TokenizersBackend", "PreTrainedTokenizerFast"):
+            # (the class AutoTokenizer would pick, without AutoTokenizer's imports: torch among them, 3 s)
+            return transformers.PreTrainedTokenizerFast.from_pretrained(str(cached))
+        return transformers.AutoTokenizer.from_pretrained(str(cached))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         tok = transformers.AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)

@@ -81,8 +81,8 @@ class AccelConfig:
 
 
 def large_model(model_config):
-    """A SmolLM2-class model (over 10M MACs per token): the wide array, no adapter capacity by default, two
-    simulator threads, and minutes of simulated wall time."""
+    """A SmolLM2-class model (over 10M MACs per token): the wide array, no adapter capacity by default, and
+    minutes of simulated wall time."""
     return model_config.layer_macs() * model_config.n_layers > 10_000_000
 
 
