@@ -105,7 +105,8 @@ def build_firmware(gw, model, cfg, context=None, lora_size=None, progress=True):
         write_if_changed(stamp, key)
     write_if_changed(gen / "roma_protocol.h", protocol.c_header())
     h = hashlib.sha256()
-    inputs = sorted((SRC / "src").iterdir()) + [SRC / "Makefile"] + sorted(f for f in gen.iterdir() if f.suffix == ".h") + \
+    headers = sorted(f for f in gen.iterdir() if f.suffix == ".h")     # (not headers.key)
+    inputs = sorted((SRC / "src").iterdir()) + [SRC / "Makefile"] + headers + \
         sorted((Path(gw) / "software" / "include" / "generated").iterdir())
     for f in inputs:
         if f.is_file():

@@ -312,8 +312,8 @@ class VectorUnit(Module):
         self.comb += m1_op.eq((op == OPS["norm"]) | (op == OPS["rms_ss"]) | (op == OPS["sm_norm"]) | rope)
         xs = [Signal((W, True)) for _ in range(VW)]
         tt = [Signal(W) for _ in range(VW)]          # exp_neg's t (non-negative for the unmasked slots)
-        # (values an op alone uses are computed under a condition: 0 otherwise, and the simulator skips them;
-        # one statement per signal, since a comb block's assignments are not seen by its own later reads)
+        # (values only some beats use are computed under their condition: 0 otherwise, and the simulator skips
+        # them; one statement per signal, since a comb block's assignments are not seen by its own later reads)
         sm1 = Signal()
         self.comb += sm1.eq(v1 & ((op == OPS["sm_max"]) | (op == OPS["sm_exp"])))
         for k in range(VW):

@@ -2,6 +2,7 @@
 
 import json
 import os
+import tempfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -93,14 +94,15 @@ def _save_cached(model, path, stale):
     for k, q in mats.items():
         arrays.update({f"{k}.codes": q.codes, f"{k}.d": q.d, f"{k}.m": q.m,
                        f"{k}.format": np.array([q.bits, int(q.signed)])})
-    import tempfile
+    tmp = None
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npz")     # (one per process: no clash)
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
         os.replace(tmp, path)
     except OSError:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
         return
     for old in path.parent.glob(stale):
         if old != path:
