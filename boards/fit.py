@@ -237,6 +237,20 @@ def _fixed_over(need, part):
     return f["dp16kd"] > part.dp16kd or f["mult18"] > part.mult18 or f["ffs"] > part.ffs or f["luts"] > part.luts
 
 
+def _shortfalls(dp16kd, mult18, ffs, luts, part):
+    """What exceeds the part, in words."""
+    short = []
+    if dp16kd > part.dp16kd:
+        short.append(f"{dp16kd} DP16KD of {part.dp16kd}")
+    if mult18 > part.mult18:
+        short.append(f"{mult18:,} MULT18X18D of {part.mult18}")
+    if ffs > part.ffs:
+        short.append(f"{ffs:,} flip-flops for RAMs with two write ports, of {part.ffs:,}")
+    if luts > part.luts:
+        short.append(f"about {luts:,} LUT4s for tables read by many ports at once, of {part.luts:,}")
+    return short
+
+
 def plan(model, variant, context=None, lanes=None, macs_per_lane=None, multiplier=None):
     """The fit of `model` on an ECP5 part ("25F", "45F", "85F"): the widest lane count (then vector unit) whose
     block RAMs and multipliers fit, or the reason none does."""
@@ -298,25 +312,29 @@ def plan(model, variant, context=None, lanes=None, macs_per_lane=None, multiplie
             break       # what lies outside the lane arrays is too much alone: no lane count or context helps
     best = min(r.tried, key=lambda t: t.dp16kd_total / part.dp16kd + t.mult18_total / part.mult18) \
         if r.tried else None
+    if r.tried and _fixed_over(r.tried[-1], part):
+        # the search stopped at the smallest vector unit of a lane count (the widest tried, without --lanes): the
+        # report is of that try, whose lane arrays are not what is short
+        best = r.tried[-1]
     r.chosen = best
     if best is None:
         r.reason = "no lane count is accepted for this model (see `roma export --lanes`)"
+        return r
+    shape = (f"{best.lanes} lanes x {best.macs_per_lane} MACs, {best.multiplier} multipliers, a "
+             f"{best.vec_lanes}-lane vector unit")
+    totals = _shortfalls(best.dp16kd_total, best.mult18_total, best.ram_ffs, best.rom_luts, part)
+    if best.mult18_total > part.mult18:
+        worst = max(best.mult18, key=best.mult18.get)
+        where = f" ({best.mult18[worst]:,} in the {worst.split(' (')[0]})"
+        totals = [s + (where if "MULT18X18D" in s else "") for s in totals]
+    if _fixed_over(best, part):
+        f = best.fixed
+        alone = _shortfalls(f["dp16kd"], f["mult18"], f["ffs"], f["luts"], part)
+        r.reason = (f"no configuration fits an {part.name}: outside the lane arrays alone (the vector unit, the "
+                    f"sequencer, the KV writer and the SoC) it needs " + " and ".join(alone) +
+                    f", so no lane count or context helps; in all, at {shape}, it needs " + " and ".join(totals)
+                    + ". " + SIM_HINT.format(m=c.name))
     else:
-        short = []
-        if best.dp16kd_total > part.dp16kd:
-            short.append(f"{best.dp16kd_total} DP16KD of {part.dp16kd}")
-        if best.mult18_total > part.mult18:
-            worst = max(best.mult18, key=best.mult18.get)
-            short.append(f"{best.mult18_total:,} MULT18X18D of {part.mult18} ({best.mult18[worst]:,} in the "
-                         f"{worst})")
-        if best.ram_ffs > part.ffs:
-            short.append(f"{best.ram_ffs:,} flip-flops for RAMs with two write ports, of {part.ffs:,}")
-        if best.rom_luts > part.luts:
-            short.append(f"about {best.rom_luts:,} LUT4s for tables read by many ports at once, of {part.luts:,}")
-        r.reason = (f"no configuration fits an {part.name}: at best ({best.lanes} lanes x {best.macs_per_lane} "
-                    f"MACs, {best.multiplier} multipliers, a {best.vec_lanes}-lane vector unit) it needs "
-                    + " and ".join(short) +
-                    (", most of it outside the lane arrays, so no lane count or context helps. "
-                     if _fixed_over(best, part) else ". ")
-                    + SIM_HINT.format(m=c.name))
+        r.reason = (f"no configuration fits an {part.name}: at best ({shape}) it needs " + " and ".join(totals)
+                    + ". " + SIM_HINT.format(m=c.name))
     return r

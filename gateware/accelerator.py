@@ -170,16 +170,17 @@ class Accelerator(Module):
             # (Migen renames in the dict's order: sys first, so the kept domains are not renamed twice)
             return ClockDomainsRenamer({"sys": f"roma_{name}", **{k: "sys" for k in keep}})(unit)
         # (two activation regions: program.Geometry.l_act_regions)
-        self.submodules.L = L = GEMVUnit(cfg, rom_images, 2 * l_max_cols)
+        self.submodules.L = L = gated("l", GEMVUnit(cfg, rom_images, 2 * l_max_cols))
         self.submodules.D = D = gated("d", GEMVUnit(cfg, head_images, dim, code_bits=head_bits,
                                                     signed=head_signed)) if head_images else None
         self.submodules.H = H = gated("h", SRAMUnit(cfg, kv_groups_per_bank, kv_rows_per_bank,
                                                     max(context, l_max_cols, h_act_cols), group_exp=True))
-        # (the VM's outside write port, GEMV results, stays on the system clock: the vector unit's clock need not
-        # run for a GEMV's rows)
+        # (the VM's outside ports, GEMV results and host reads, and the hold counter stay on the system clock: the
+        # vector unit's clock need not run for a GEMV's rows, a host read or while an op waits for its input)
         self.submodules.V = V = gated("v", VectorUnit(cfg, vm_words, dim, eps_q, gamma_words, head_dim=head_dim,
-                                                      context=context, ve_words=ve_words, vm_w_domain="roma_vm_w"),
-                                      keep=("roma_vm_w",))
+                                                      context=context, ve_words=ve_words,
+                                                      outside_domain="roma_v_outside"),
+                                      keep=("roma_v_outside",))
         V.set_rope(cos, sin)
         self.submodules.KV = KV = KVWriter(cfg, H, V, head_dim, context)
         # host interface --------------------------------------------------------------------------------
@@ -400,21 +401,31 @@ class Accelerator(Module):
         )
 
         if gate_clocks:
-            # a gated unit's clock runs while it works, finishes (its done pulse; V: until its pipeline has
-            # drained, so no stage is left holding a beat), or has a memory write coming from outside
-            # (activations into its buffer, the KV writer into the H banks and V's exponents), and always while
-            # the accelerator is idle (host loads and reads) or the system is in reset
-            idle = ~self.busy | ResetSignal("sys")
-            enables = {"v": V.busy | V.done | V.pipe_busy | starts["V"] | (V.ve_w.we != 0),
-                       "h": H.busy | H.done | starts["H"] | H.act.w.we | KV.busy | kv_start}
+            # a gated unit's clock runs while it works (V: not while an op waits for its input with an empty
+            # pipeline, which changes none of its state), finishes (its done pulse; V: until its pipeline has
+            # drained, so no stage is left holding a beat), has a memory write coming from outside (activations
+            # into its buffer, the KV writer or a host load into the H banks, V's exponents), for the LM head's
+            # ROM a new embedding address to read from (once in the first idle cycle, then at each change), and
+            # always while the system is in reset
+            peek = Signal()
             if D is not None:
-                enables["d"] = D.busy | D.done | starts["D"] | D.act.w.we
+                peek_adr = Cat(D.peek_widx, D.peek_beat, D.peek_row)
+                peek_prev, was_idle = Signal(len(peek_adr)), Signal()
+                self.sync += peek_prev.eq(peek_adr), was_idle.eq(~self.busy)
+                self.comb += peek.eq((peek_adr != peek_prev) | ~was_idle)
+            enables = {"l": L.busy | L.done | starts["L"] | L.act.w.we,
+                       "v": (V.busy & ~V.holding) | V.pipe_busy | V.done | starts["V"] | (V.ve_w.we != 0)
+                            | V.gamma_w.we,
+                       "h": H.busy | H.done | starts["H"] | H.act.w.we | KV.busy | kv_start
+                            | (~self.busy & (self.h_w_we | self.h_e_we))}
+            if D is not None:
+                enables["d"] = D.busy | D.done | starts["D"] | D.act.w.we | (~self.busy & peek)
             # the enable is latched while the clock is low (as a clock-gating cell does), so a gated clock has
             # only whole pulses, each at a rising edge of sys
             self.clock_domains.cd_roma_gate = ClockDomain(reset_less=True)
             self.comb += self.cd_roma_gate.clk.eq(~ClockSignal("sys"))
             for name, en in enables.items():
                 en_l = Signal(reset=1, name=f"roma_{name}_en")
-                self.sync.roma_gate += en_l.eq(idle | en)
+                self.sync.roma_gate += en_l.eq(ResetSignal("sys") | en)
                 self.comb += ClockSignal(f"roma_{name}").eq(ClockSignal("sys") & en_l), \
                     ResetSignal(f"roma_{name}").eq(ResetSignal("sys"))

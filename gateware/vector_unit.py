@@ -95,8 +95,10 @@ def _quant_word(cfg, vals, vmax, frac, width):
 
 class VectorUnit(Module):
     def __init__(self, cfg, vm_words, dim, eps_q, gamma_words, head_dim=32, context=64, ve_words=2,
-                 vm_w_domain="sys"):
-        """vm_w_domain: the clock domain of the VM's outside write port (vm_w), when it is not the unit's."""
+                 outside_domain="sys"):
+        """outside_domain: the clock domain of what must run while the unit's own clock may be stopped (the
+        simulator's gated clocks): the VM's outside ports (vm_w: GEMV results and loads; vm_r: reads) and the
+        hold counter (an op waiting for its input is held with its clock stopped)."""
         W = VEC_BITS
         VW = cfg.vec_lanes                      # elements per cycle
         BEATS = GROUP // VW                     # cycles per VM word
@@ -138,6 +140,7 @@ class VectorUnit(Module):
         self.act_written = Signal(16)
         self.cnt_hold = Signal(32)
         self.pipe_busy = Signal()       # a beat is still in the pipeline (past the issue stage)
+        self.holding = Signal()         # waiting for its input (`hold`): no state changes but the hold counter
 
         # # #
 
@@ -150,8 +153,8 @@ class VectorUnit(Module):
         ra, rb = vm.get_port(mode=READ_FIRST), vm.get_port(mode=READ_FIRST)
         wp = vm.get_port(write_capable=True)
         self.vm_w = vm.get_port(write_capable=True, we_granularity=W,        # GEMV results (lane slices), loads
-                                clock_domain=vm_w_domain)
-        self.vm_r = vm.get_port(mode=READ_FIRST)
+                                clock_domain=outside_domain)
+        self.vm_r = vm.get_port(mode=READ_FIRST, clock_domain=outside_domain)
         self.specials.gamma = gmem = Memory(GROUP * GAMMA_BITS, max(len(gamma_words), 2), init=gamma_words)
         gp = gmem.get_port()
         self.gamma_w = gmem.get_port(write_capable=True)      # norm weights can also be (re)loaded
@@ -208,7 +211,9 @@ class VectorUnit(Module):
         for k in range(ACT_LATENCY):
             self.sync += valid[k + 1].eq(valid[k]), idx[k + 1].eq(idx[k]), bt[k + 1].eq(bt[k]), \
                 hws[k + 1].eq(hws[k]), wl[k + 1].eq(wl[k])
-        self.comb += self.pipe_busy.eq(reduce(or_, valid[1:]))
+        self.comb += self.pipe_busy.eq(reduce(or_, valid[1:])), self.holding.eq(self.busy & issuing & self.hold)
+        sync_outside = getattr(self.sync, outside_domain)
+        sync_outside += If(self.holding, self.cnt_hold.eq(self.cnt_hold + 1))
 
         # operands (stage 1 reads them): this beat's slots -----------------------------------------------
         xa, s = _elems(ra.dat_r)
@@ -570,7 +575,6 @@ class VectorUnit(Module):
             self.done.eq(0),
             # busy: running, except while its input is still being written (hold)
             If(self.busy & ~(issuing & self.hold), self.cnt_busy.eq(self.cnt_busy + 1)),
-            If(self.busy & issuing & self.hold, self.cnt_hold.eq(self.cnt_hold + 1)),
             If(starting, drain.eq(0), fin.eq(0)),
             If(self.busy & ~issuing & ~starting,
                 If(drain < Mux(acts | (op == OPS["add"]), DRAIN + TAIL_DRAIN, Mux(rope, DRAIN + wpr - 1, DRAIN)),

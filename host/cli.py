@@ -122,10 +122,10 @@ def _device_target(args, model):
 
         from .targets import SimTarget
         if large_model(model.config):
-            # measured for SmolLM2-135M on 32 x 32 MACs: 54k-79k accelerator cycles a wall second on a 2-core
+            # measured for SmolLM2-135M on 32 x 32 MACs: 152k accelerator cycles a wall second on a 2-core
             # machine (roma bench), a forward pass is 118k cycles (146k with the LM head)
-            print(f"roma: note: {model.config.name} on the simulated SoC takes about 2 s of wall time per "
-                  f"position, prompt included (the Verilator model runs some 70k cycles/s)", file=sys.stderr)
+            print(f"roma: note: {model.config.name} on the simulated SoC takes about 1 s of wall time per "
+                  f"position, prompt included (the Verilator model runs some 150k cycles/s)", file=sys.stderr)
         ctx = _sim_context(args, model)
         return SimTarget(model, _accel_config(args, model), context=ctx, progress=not args.quiet)
     from .targets import DeviceTarget
