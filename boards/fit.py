@@ -237,13 +237,13 @@ def _fixed_over(need, part):
     return f["dp16kd"] > part.dp16kd or f["mult18"] > part.mult18 or f["ffs"] > part.ffs or f["luts"] > part.luts
 
 
-def _shortfalls(dp16kd, mult18, ffs, luts, part):
-    """What exceeds the part, in words."""
+def _shortfalls(dp16kd, mult18, ffs, luts, part, mult18_where=""):
+    """What exceeds the part, in words (mult18_where: where most of the multipliers are, if they are short)."""
     short = []
     if dp16kd > part.dp16kd:
         short.append(f"{dp16kd} DP16KD of {part.dp16kd}")
     if mult18 > part.mult18:
-        short.append(f"{mult18:,} MULT18X18D of {part.mult18}")
+        short.append(f"{mult18:,} MULT18X18D of {part.mult18}{mult18_where}")
     if ffs > part.ffs:
         short.append(f"{ffs:,} flip-flops for RAMs with two write ports, of {part.ffs:,}")
     if luts > part.luts:
@@ -322,11 +322,9 @@ def plan(model, variant, context=None, lanes=None, macs_per_lane=None, multiplie
         return r
     shape = (f"{best.lanes} lanes x {best.macs_per_lane} MACs, {best.multiplier} multipliers, a "
              f"{best.vec_lanes}-lane vector unit")
-    totals = _shortfalls(best.dp16kd_total, best.mult18_total, best.ram_ffs, best.rom_luts, part)
-    if best.mult18_total > part.mult18:
-        worst = max(best.mult18, key=best.mult18.get)
-        where = f" ({best.mult18[worst]:,} in the {worst.split(' (')[0]})"
-        totals = [s + (where if "MULT18X18D" in s else "") for s in totals]
+    worst = max(best.mult18, key=best.mult18.get, default=None)
+    where = f" ({best.mult18[worst]:,} in the {worst.split(' (')[0]})" if worst else ""
+    totals = _shortfalls(best.dp16kd_total, best.mult18_total, best.ram_ffs, best.rom_luts, part, where)
     if _fixed_over(best, part):
         f = best.fixed
         alone = _shortfalls(f["dp16kd"], f["mult18"], f["ffs"], f["luts"], part)
