@@ -58,8 +58,9 @@ class MemMap:
 def map_memory(width, depth, reads, writes, rom, name=""):
     """Where yosys's memory_libmap puts a synchronous memory, by its cost model."""
     m = MemMap(name, width, depth, reads, writes, rom)
-    # block RAM: each DP16KD has two ports; a read-only and a write-only port may use the 36-bit PDP shape
-    shapes = BRAM_SHAPES + ([PDP_SHAPE] if reads == 1 and writes <= 1 else [])
+    # block RAM: each DP16KD has two ports; with a write port, one copy per read port, so each copy has a
+    # read-only and a write-only port and may use the 36-bit PDP shape (a ROM: two read ports per copy)
+    shapes = BRAM_SHAPES + ([PDP_SHAPE] if writes == 1 or (reads == 1 and writes == 0) else [])
     per_copy = min(math.ceil(width / w) * math.ceil(depth / d) for d, w in shapes)
     copies = math.ceil(reads / (2 - writes)) if writes <= 1 else 0
     blocks = per_copy * copies
@@ -317,11 +318,13 @@ def plan(model, variant, context=None, lanes=None, macs_per_lane=None, multiplie
         # report is of that try, whose lane arrays are not what is short
         best = r.tried[-1]
     r.chosen = best
+    if best is not None:
+        r.context, r.kv_bits = best.context, kv_bits(best.context)     # the report's figures are of that try
     if best is None:
         r.reason = "no lane count is accepted for this model (see `roma export --lanes`)"
         return r
     shape = (f"{best.lanes} lanes x {best.macs_per_lane} MACs, {best.multiplier} multipliers, a "
-             f"{best.vec_lanes}-lane vector unit")
+             f"{best.vec_lanes}-lane vector unit, context {best.context}")
     worst = max(best.mult18, key=best.mult18.get, default=None)
     where = f" ({best.mult18[worst]:,} in the {worst.split(' (')[0]})" if worst else ""
     totals = _shortfalls(best.dp16kd_total, best.mult18_total, best.ram_ffs, best.rom_luts, part, where)

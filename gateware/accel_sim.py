@@ -32,6 +32,7 @@ class AcceleratorSim:
         tag = (f"_lora{self.lora.R}_{len(self.lora.entries)}" if self.lora else "") + ("_gated" if gate_clocks else "")
         self.sim = VerilatorSim(dut, ios, f"roma_accel_{c.name.replace('-', '_')}_l{cfg.lanes}_m{cfg.macs_per_lane}{tag}")
         self.vm = vm
+        self.line = dut.vm_line
 
     def lora_load_lines(self):
         """Script lines writing every adapted projection's A (zero rows up to R) and B into the banks."""
@@ -58,20 +59,28 @@ class AcceleratorSim:
         return lines + ["poke cmd_we 0", f"poke ncmds {len(cmds)}"]
 
     def _load_x_lines(self, x):
-        """Script lines writing a vector-format input into VM region X."""
-        lines = ["poke vm_we 0xffffffff"]
-        for i in range(self.geo.dim // GROUP):
-            lines += [f"poke vm_adr {self.vm['X'] + i}",
-                      f"poke vm_dat_w 0x{pack(x[i * GROUP:(i + 1) * GROUP], VEC_BITS):x}", "step 1"]
+        """Script lines writing a vector-format input into VM region X (by line of `line` elements)."""
+        n = self.line
+        lines = [f"poke vm_we {(1 << n) - 1}"]
+        for i in range(self.geo.dim // n):
+            lines += [f"poke vm_adr {self.vm['X'] * GROUP // n + i}",
+                      f"poke vm_dat_w 0x{pack(x[i * n:(i + 1) * n], VEC_BITS):x}", "step 1"]
         return lines + ["poke vm_we 0"]
+
+    def _read_lines(self, word, n_elems):
+        """Script lines peeking n_elems elements from VM word `word` on, line by line."""
+        first = word * GROUP // self.line
+        return [ln for i in range(n_elems // self.line)
+                for ln in (f"poke vm_adr {first + i}", "step 1", "peek vm_dat_r")]
+
+    def _unpack(self, words):
+        return np.array([v for w in words for v in unpack(w, n=self.line)], dtype=np.int64)
 
     def _token_lines(self, pos, x):
         lines = [f"poke pos {pos}"] + self._load_x_lines(x)
         lines += ["peek cnt_cycles", "poke start 1", "step 1", "poke start 0",
                   "wait done 10000000", "step 1", "peek cnt_cycles", "peek token"]
-        for i in range(self.geo.vocab // GROUP):
-            lines += [f"poke vm_adr {self.vm['LOGITS'] + i}", "step 1", "peek vm_dat_r"]
-        return lines
+        return lines + self._read_lines(self.vm['LOGITS'], self.geo.vocab)
 
     def run_tokens(self, xs):
         """One forward pass per input embedding (vector format), positions 0, 1, ...: every layer and the
@@ -81,12 +90,12 @@ class AcceleratorSim:
         for pos, x in enumerate(xs):
             lines += self._token_lines(pos, x)
         log = self.sim.run(lines).peek_log
-        per = 3 + self.geo.vocab // GROUP
+        per = 3 + self.geo.vocab // self.line
         out = []
         for k in range(len(xs)):
             chunk = log[k * per:(k + 1) * per]
             (_, c0), (_, c1), (_, tok) = chunk[:3]
-            logits = np.array([v for _, w in chunk[3:] for v in unpack(w)], dtype=np.int64)
+            logits = self._unpack([w for _, w in chunk[3:]])
             out.append((tok, c1 - c0, logits))
         return out
 
@@ -94,7 +103,7 @@ class AcceleratorSim:
         """steps: list of (layer, pos, x or None): x (dim,) vector-format input loaded into X first.
         One simulator run, the KV cache persisting across steps. Returns per step (x after, counters)."""
         lines = self.lora_load_lines() if self.lora else []
-        D = self.geo.dim // GROUP
+        D = self.geo.dim // self.line
         counters = [f"cnt_{n}" for n in COUNTERS]
         for layer, pos, x in steps:
             lines += self._load_program_lines(layer_program(self.geo, self.table, layer, self.lora))
@@ -104,8 +113,7 @@ class AcceleratorSim:
             lines += [f"peek {c}" for c in counters]
             lines += ["poke start 1", "step 1", "poke start 0", "wait done 1000000", "step 1"]
             lines += [f"peek {c}" for c in counters]
-            for i in range(D):
-                lines += [f"poke vm_adr {self.vm['X'] + i}", "step 1", "peek vm_dat_r"]
+            lines += self._read_lines(self.vm['X'], self.geo.dim)
         res = self.sim.run(lines)
         out = []
         log = res.peek_log
@@ -114,6 +122,6 @@ class AcceleratorSim:
             chunk = log[s * per:(s + 1) * per]
             before = {n: v for n, v in chunk[:len(counters)]}
             after = {n: v for n, v in chunk[len(counters):2 * len(counters)]}
-            xs = [x for _, w in chunk[2 * len(counters):] for x in unpack(w)]
-            out.append((np.array(xs, dtype=np.int64), {c: after[c] - before[c] for c in counters}))
+            xs = self._unpack([w for _, w in chunk[2 * len(counters):]])
+            out.append((xs, {c: after[c] - before[c] for c in counters}))
         return out

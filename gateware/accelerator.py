@@ -18,12 +18,14 @@ columns are positions. V's exponents go to the vector unit's VE memory (ve_base 
 """
 
 from migen import *
+from migen.genlib.fifo import SyncFIFO
+from migen.genlib.record import Record
 
 from roma.host.golden.numerics import ACT_BITS, GROUP, VEC_BITS
 
 from .counters import COUNTERS
 from .gemv import ABASE_BITS, GEMVUnit, SRAMUnit
-from .vector_unit import VectorUnit
+from .vector_unit import LATENCY, VectorUnit
 
 UNITS = {"V": 0, "L": 1, "H": 2, "D": 3}   # D: the LM head (its own ROM)
 TARGETS = {"L": 0, "H": 1, "K": 2, "V": 3}
@@ -35,6 +37,7 @@ CMD_LAYOUT = [
     ("pos", 16), ("kv_base", 24), ("ve_base", 16),
 ]
 CMD_BITS = sum(w for _, w in CMD_LAYOUT)
+GQ_HOLD = 2         # GEMV rows queued for the VM's write port from which the vector unit stops issuing
 # Fields a command takes from the position register instead of its own word (`dyn`), so that one program
 # serves every position: count = pos + 1 cached positions, words = ceil(count / 32), krows = ceil(count / lanes)
 # `wait` bits: the command issues only once these are idle (besides its own unit)
@@ -144,14 +147,18 @@ class KVWriter(Module):
                 ),
                 gp.adr.eq(kgroup), gp.dat_w.eq(ea), gp.we.eq(active & ~self.is_v & (bank == b) & (k_i == 0)),
             ]
+        # V's exponent at position pos: VE word ve_base + g * context / 32 + pos // 32, element pos % 32, in
+        # the VE memory's lines of one vector-unit beat
+        VW = cfg.vec_lanes
         self.ve_adr = Signal(16)
         self.comb += [
-            self.ve_adr.eq(self.ve_base + g_i * gctx + _div(self.pos, GROUP)),
+            self.ve_adr.eq(((self.ve_base + g_i * gctx + _div(self.pos, GROUP)) << _log2(GROUP // VW))
+                           + _div(_mod(self.pos, GROUP), VW)),
         ]
         self.ve_dat = Signal(len(vunit.ve_w.dat_w))
         self.ve_we = Signal(len(vunit.ve_w.we))
-        self.comb += self.ve_dat.eq(Replicate(ea, GROUP)), \
-            self.ve_we.eq(Mux(active & self.is_v & (k_i == 0), 1 << _mod(self.pos, GROUP), 0))
+        self.comb += self.ve_dat.eq(Replicate(ea, VW)), \
+            self.ve_we.eq(Mux(active & self.is_v & (k_i == 0), 1 << _mod(self.pos, VW), 0))
 
 
 class Accelerator(Module):
@@ -214,11 +221,13 @@ class Accelerator(Module):
                 ),
                 ep.adr.eq(self.h_e_adr), ep.dat_w.eq(self.h_e_dat), ep.we.eq(self.h_e_we & mine & ~self.busy),
             ]
-        # external VM access (loads, reads) when idle
+        # external VM access (loads, reads) when idle, by line (vm_line elements: element e of word w in line
+        # (w * 32 + e) // vm_line, slot e % vm_line)
+        self.vm_line = V.line
         self.vm_adr = Signal(16)
-        self.vm_dat_w = Signal(GROUP * VEC_BITS)
-        self.vm_we = Signal(GROUP)      # one enable per element
-        self.vm_dat_r = Signal(GROUP * VEC_BITS)
+        self.vm_dat_w = Signal(V.line * VEC_BITS)
+        self.vm_we = Signal(V.line)     # one enable per element
+        self.vm_dat_r = Signal(V.line * VEC_BITS)
         self.comb += V.vm_r.adr.eq(self.vm_adr), self.vm_dat_r.eq(V.vm_r.dat_r)
         # counters (gateware/counters.py); the sequencer's are made below
         self.cnt_cycles = Signal(32)
@@ -294,10 +303,8 @@ class Accelerator(Module):
         ]
         # GEMV units
         gemvs = [(n, u) for n, u in (("L", L), ("H", H), ("D", D)) if u is not None]
-        gdst, grows = {}, {}
         for name, u in gemvs:
-            gu, gh = latch(starts[name], ("word_base", "row_base", "rows", "groups", "stride", "abase", "dst"))
-            gdst[name], grows[name] = gh["dst"], gh["rows"]
+            gu, _ = latch(starts[name], ("word_base", "row_base", "rows", "groups", "stride", "abase"))
             self.comb += [
                 u.word_base.eq(gu["word_base"]), u.row_base.eq(gu["row_base"]), u.rows.eq(gu["rows"]),
                 u.groups.eq(gu["groups"]), u.stride.eq(gu["stride"]), u.abase.eq(gu["abase"]),
@@ -332,8 +339,9 @@ class Accelerator(Module):
 
         # issue conditions
         gemv_idle, kv_idle, v_idle, all_idle = Signal(), Signal(), Signal(), Signal()
+        gq_busy = Signal()              # GEMV rows still queued for the VM (below)
         self.comb += [
-            gemv_idle.eq(~reduce(or_, [u.busy for _, u in gemvs])),
+            gemv_idle.eq(~reduce(or_, [u.busy for _, u in gemvs]) & ~gq_busy),
             kv_idle.eq(~KV.busy & ~kv_start),
             v_idle.eq(~V.busy),
             all_idle.eq(gemv_idle & kv_idle & v_idle),
@@ -369,36 +377,57 @@ class Accelerator(Module):
             self.sync += If(fsm.ongoing("ISSUE") & ~ready & (f["unit"] == code), cnt.eq(cnt + 1))
         assert all(hasattr(self, f"cnt_{n}") for n in COUNTERS)
 
-        # GEMV results -> VM (lanes elements per row step) from the running GEMV, else external writes
-        lanes = cfg.lanes
-        per_word = GROUP // lanes
+        # GEMV results -> VM: a row step's `lanes` elements land at element dst * 32 + row * lanes, one VM line's
+        # slots. The VM has one write port, and the vector unit's own results take it first: a row step that
+        # finds it taken, or earlier ones queued, waits in a small queue (drained whenever the port is free).
+        # The queue is never full: from GQ_HOLD entries on, the vector unit issues nothing (V.hold), so its writes
+        # stop within LATENCY cycles while at most one row step a cycle comes in
+        lanes, LINE = cfg.lanes, V.line
+        spl = LINE // lanes             # row steps per line
         src_valid = Signal()
         src_row = Signal(16)
-        src_dst = Signal(16)
-        src_rows = Signal(16)
         src = [Signal((VEC_BITS, True)) for _ in range(lanes)]
-        self.comb += [If(u.busy, src_valid.eq(u.out_valid), src_row.eq(u.out_row), src_dst.eq(gdst[n]),
-                         src_rows.eq(grows[n]), *[s.eq(o) for s, o in zip(src, u.out)]) for n, u in gemvs]
-        # chaining: a vector op reading the running GEMV's output waits word by word (out_row counts the
-        # rows already written; a word is complete once all its rows are, a partial last word at the end)
-        g_words, g_full = Signal(16), Signal(16)
-        self.comb += g_words.eq(_div(src_rows * lanes + GROUP - 1, GROUP)), g_full.eq(_div(src_row, per_word))
-
-        def pending(adr):
-            return ~gemv_idle & (adr >= src_dst + g_full) & (adr < src_dst + g_words)
-        self.comb += V.hold.eq(pending(V.rd_a) | (V.uses_b & pending(V.rd_b)))
-        slot = Signal(max=max(per_word, 2))
-        self.comb += slot.eq(_mod(src_row, per_word))
-        data = Cat(*[s[:VEC_BITS] for s in src])
+        self.comb += [If(u.busy, src_valid.eq(u.out_valid), src_row.eq(u.out_row),
+                         *[s.eq(o) for s, o in zip(src, u.out)]) for _, u in gemvs]
+        g_dst, g_rows, drained = Signal(16), Signal(16), Signal(16)     # the running GEMV's, latched at its start
+        g_start = Signal()
+        self.comb += g_start.eq(reduce(or_, [starts[n] for n, _ in gemvs]))
+        slot_bits = max(1, bits_for(spl - 1))
+        entry = Record([("adr", 16), ("slot", slot_bits), ("data", lanes * VEC_BITS)])
+        self.comb += [
+            entry.adr.eq((g_dst << _log2(V.lines_per_word)) + _div(src_row, spl)),
+            entry.slot.eq(_mod(src_row, spl)),
+            entry.data.eq(Cat(*[s[:VEC_BITS] for s in src])),
+        ]
+        self.submodules.gq = gq = SyncFIFO(len(entry), GQ_HOLD + LATENCY + 1)
+        self.comb += gq_busy.eq(gq.readable)
+        head_ = Record(entry.layout)
+        direct, pop, put = Signal(), Signal(), Signal()
+        self.comb += [
+            direct.eq(src_valid & ~gq.readable & V.vm_w_ready),
+            pop.eq(gq.readable & V.vm_w_ready),
+            gq.din.eq(entry.raw_bits()), gq.we.eq(src_valid & ~direct),
+            gq.re.eq(pop),
+            head_.raw_bits().eq(Mux(gq.readable, gq.dout, entry.raw_bits())),
+        ]
+        self.sync += If(g_start, g_dst.eq(f["dst"]), g_rows.eq(f["rows"]), drained.eq(0)) \
+            .Elif(direct | pop, drained.eq(drained + 1))
         vw = V.vm_w
         self.comb += If(self.busy,
-            vw.adr.eq(src_dst + _div(src_row, per_word)),
-            Case(slot, {k: [vw.dat_w.eq(data << (k * lanes * VEC_BITS)),
-                            vw.we.eq(Mux(src_valid, ((1 << lanes) - 1) << (k * lanes), 0))]
-                        for k in range(per_word)}),
+            vw.adr.eq(head_.adr), vw.dat_w.eq(Replicate(head_.data, spl)),
+            Case(head_.slot, {k: vw.we.eq(Mux(direct | pop, ((1 << lanes) - 1) << (k * lanes), 0))
+                              for k in range(spl)}),
         ).Else(
             vw.adr.eq(self.vm_adr), vw.dat_w.eq(self.vm_dat_w), vw.we.eq(self.vm_we),
         )
+        # chaining: a vector op reading the running GEMV's output waits line by line, while a line holds elements
+        # still to be written (elements [dst * 32 + drained * lanes, dst * 32 + rows * lanes))
+        lo, hi = Signal(24), Signal(24)
+        self.comb += lo.eq((g_dst << 5) + drained * lanes), hi.eq((g_dst << 5) + g_rows * lanes)
+
+        def pending(line):
+            return ~gemv_idle & (line * LINE < hi) & (line * LINE + LINE > lo)
+        self.comb += V.hold.eq(pending(V.rd_a) | (V.uses_b & pending(V.rd_b)) | (gq.level >= GQ_HOLD))
 
         if gate_clocks:
             # a gated unit's clock runs while it works (V: not while an op waits for its input with an empty

@@ -2,7 +2,8 @@
 (a 32-element VM word in 32 / vec_lanes beats), each exactly as the golden model defines it
 (host/golden/functions.py, numerics.py).
 
-VM words hold 32 elements of the vector format (VEC_BITS each), element e at bits [e*VEC_BITS, ...).
+A VM word is 32 elements of the vector format (VEC_BITS each); the memory holds it as lines of `line` elements
+(the wider of a beat and a GEMV row step; element e of word w in line w * lines_per_word + e // line).
 A command names an op, two source word addresses (a, b), a destination (dst), a word count (n), an
 auxiliary value (aux) and an element count (count, for masked softmax). Ops:
   ADD      dst = saturate(a + b); e as RMS_MAX computes it from dst    residual (and the next norm's pass 1)
@@ -20,9 +21,9 @@ auxiliary value (aux) and an element count (count, for masked softmax). Ops:
   ARGMAX   index of the first maximum over the first `count` elements
 With `qout`, NORM and SILU also quantize their result to the activation port (as QUANT of dst would), and
 SM_NORM its probabilities scaled by V's exponents (as AVEC of dst would): one op instead of two.
-Pipeline: issue, read, three compute stages, write (LATENCY cycles from a word's last beat to its write); the
-beats of a word collect into the whole word at the write stage, and the activation port's quantizer (which needs
-the whole group) is a two-stage tail after it (ACT_LATENCY). Each lane has one shared multiplier per stage
+Pipeline: issue, read, three compute stages, write (LATENCY cycles from a beat's issue to its write, each beat
+written as it comes); the beats of a word also collect into the whole word for the activation port's quantizer
+(which needs the whole group), a two-stage tail after the write stage (ACT_LATENCY). Each lane has one shared multiplier per stage
 (plus RoPE's second product and the softmax's scaling) with operands chosen by the op: operand widths follow
 from the golden model's bounds, so most products fit 64 bits.
 """
@@ -47,6 +48,18 @@ TAIL_DRAIN = ACT_LATENCY - LATENCY
 GAMMA_BITS = 32
 TRIG_BITS = F.ROPE_FRAC + 2
 EXP_BITS = 8        # VE memory: V's group exponents, 32 positions per word
+
+
+def _log2(n):
+    assert n & (n - 1) == 0, f"{n} is not a power of two"
+    return n.bit_length() - 1
+
+
+class _Port:
+    """The signals of a memory port the unit arbitrates itself (adr, dat_w, we or adr, dat_r)."""
+
+    def __init__(self, **signals):
+        self.__dict__.update(signals)
 
 
 def _elems(word, bits=VEC_BITS, signed=True, n=GROUP):
@@ -144,131 +157,139 @@ class VectorUnit(Module):
 
         # # #
 
-        self.specials.vm = vm = Memory(GROUP * W, vm_words)
-        # the read ports register the word read (READ_FIRST), not the address: a write at the same clock edge is
-        # not seen (the unit never reads a word in the cycle it is written: the chaining and the drain see to
-        # that); block RAM needs no bypass logic for it, and the logic on the words read depends on the unit's
-        # registers only, not on the memory (so the simulator's gated clock need not run while a GEMV writes
-        # its results, Accelerator gate_clocks)
-        ra, rb = vm.get_port(mode=READ_FIRST), vm.get_port(mode=READ_FIRST)
-        wp = vm.get_port(write_capable=True)
-        self.vm_w = vm.get_port(write_capable=True, we_granularity=W,        # GEMV results (lane slices), loads
-                                clock_domain=outside_domain)
-        self.vm_r = vm.get_port(mode=READ_FIRST, clock_domain=outside_domain)
-        self.specials.gamma = gmem = Memory(GROUP * GAMMA_BITS, max(len(gamma_words), 2), init=gamma_words)
+        wpr = head_dim // GROUP          # VM words per head (ROPE)
+        HB = wpr * BEATS                 # beats per head
+        half = head_dim // 2
+        # The VM is a memory of lines of LINE elements (element e of word w: line w * LPW + e // LINE, slot
+        # e % LINE): as wide as one beat of this unit or one row step of the GEMV units, whichever is wider, so
+        # that every write is one line's slots and the memory maps onto block RAM (one write port, read ports
+        # READ_FIRST). The unit's own results take the write port first; outside writes (GEMV results, host
+        # loads) when it writes none (vm_w_ready). Host reads share the b read port while the unit is idle.
+        LINE = max(VW, cfg.lanes)
+        LPW, BPL = GROUP // LINE, LINE // VW        # lines per word, beats per line
+        self.line, self.lines_per_word = LINE, LPW
+        lpw_log, bpl_log, beats_log = (_log2(v) for v in (LPW, BPL, BEATS))
+        self.specials.vm = vm = Memory(LINE * W, vm_words * LPW)
+        # the read ports register the line read (READ_FIRST), not the address: a write at the same clock edge is
+        # not seen (the unit never needs a slot in the cycle it is written: the chaining and the drain see to
+        # that, and an op writing in place or ROPE reads every slot before writing it); block RAM needs no bypass
+        # logic for it. Every VM port is on the outside domain: a GEMV's rows, host reads and the unit's own
+        # reads share the memory whether or not the unit's clock runs (the logic on the lines read depends on the
+        # unit's registers only, so a port clocked while the unit's clock is stopped changes none of its state)
+        ra = vm.get_port(mode=READ_FIRST, clock_domain=outside_domain)
+        rb = vm.get_port(mode=READ_FIRST, clock_domain=outside_domain)
+        wp = vm.get_port(write_capable=True, we_granularity=W, clock_domain=outside_domain)
+        self.vm_w = _Port(adr=Signal(len(wp.adr)), dat_w=Signal(LINE * W), we=Signal(LINE))
+        self.vm_w_ready = Signal()      # the outside write is taken this cycle (the unit writes none)
+        self.vm_r = _Port(adr=Signal(len(rb.adr)), dat_r=rb.dat_r)
+        # norm weights and V's exponents: lines of one beat (word w, beat b at w * BEATS + b)
+        g_lines = [(w >> (b * VW * GAMMA_BITS)) & ((1 << (VW * GAMMA_BITS)) - 1)
+                   for w in gamma_words for b in range(BEATS)]
+        self.specials.gamma = gmem = Memory(VW * GAMMA_BITS, max(len(g_lines), 2), init=g_lines)
         gp = gmem.get_port()
         self.gamma_w = gmem.get_port(write_capable=True)      # norm weights can also be (re)loaded
         self.specials += self.gamma_w
-        self.specials.ve = vemem = Memory(GROUP * EXP_BITS, max(ve_words, 2), init=[0] * max(ve_words, 2))
+        self.specials.ve = vemem = Memory(VW * EXP_BITS, max(ve_words * BEATS, 2))
         vep = vemem.get_port()
         self.ve_w = vemem.get_port(write_capable=True, we_granularity=EXP_BITS)
-        self.specials += ra, rb, wp, self.vm_w, self.vm_r, gp, vep, self.ve_w
-        half = head_dim // 2
-        wpr = head_dim // GROUP          # VM words per head (ROPE)
+        self.specials += ra, rb, wp, gp, vep, self.ve_w
 
-        # issue: one beat (VW elements of word i) per cycle; ROPE on two-word heads takes word hw = 0 then 1 of
-        # each head, reading both words throughout (its partners are in the other word) -------------------
+        # issue: one beat (VW elements) per cycle: beat t of word i, or for ROPE beat hb of head i (wpr words)
+        # in the order 0, HB/2, 1, HB/2 + 1, ...: each beat is read with its partner beat (the other half of
+        # the head) in two adjacent cycles, both before either is written in place ---------------------------
         i = Signal(16)
-        beat = Signal(max(1, bits_for(BEATS - 1)))
-        hw = Signal()
+        t = Signal(max(1, bits_for(HB - 1)))
         issuing = Signal()
         op = Signal(4)
         qout, abase = Signal(), Signal(ABASE_BITS)
         rope = Signal()
         self.comb += rope.eq(op == OPS["rope"])
-        last_beat = Signal()            # the last beat of a VM word: the word is complete
+        last_beat = Signal()            # the last beat of a VM word (of a head for ROPE)
         starting = Signal()             # a command accepted this cycle
-        self.comb += last_beat.eq(beat == BEATS - 1), starting.eq(self.start & ~self.busy)
+        self.comb += last_beat.eq(t == Mux(rope, HB - 1, BEATS - 1)), starting.eq(self.start & ~self.busy)
         self.sync += [
             If(starting,
-                issuing.eq(self.n != 0), i.eq(0), beat.eq(0), hw.eq(0), op.eq(self.op), self.busy.eq(1),
+                issuing.eq(self.n != 0), i.eq(0), t.eq(0), op.eq(self.op), self.busy.eq(1),
                 qout.eq(self.qout), abase.eq(self.abase),
             ).Elif(issuing & ~self.hold,
-                beat.eq(Mux(last_beat, 0, beat + 1)),
+                t.eq(Mux(last_beat, 0, t + 1)),
                 If(last_beat,
-                    If(rope & ~hw if wpr > 1 else 0,
-                        hw.eq(1),
-                    ).Else(
-                        hw.eq(0), i.eq(i + 1),
-                        If(i == self.n - 1, issuing.eq(0)),
-                    ),
+                    i.eq(i + 1),
+                    If(i == self.n - 1, issuing.eq(0)),
                 ),
             )
         ]
+        hb, pb = Signal(len(t)), Signal(len(t))     # ROPE: this beat and its partner, in the head
+        if HB > 1:
+            self.comb += hb.eq((t >> 1) + Mux(t[0], HB // 2, 0)), pb.eq(hb ^ (HB // 2))
+        bt0 = Signal(len(t))            # the beat within the word (head) this cycle
+        self.comb += bt0.eq(Mux(rope, hb, t))
+        a_word = Signal(16)
+        self.comb += a_word.eq(Mux(rope, self.a + (i << (wpr - 1)), self.a + i))
+
+        def line(word, beat):
+            return (word << lpw_log) + (beat >> bpl_log)
         self.comb += [
-            ra.adr.eq(Mux(rope, self.a + i * wpr, self.a + i)),
-            rb.adr.eq(Mux(rope, self.a + i * wpr + (wpr - 1), self.b + i)),
-            gp.adr.eq(self.aux + i), vep.adr.eq(self.aux + i),
-            self.rd_a.eq(ra.adr), self.rd_b.eq(rb.adr),
+            ra.adr.eq(line(a_word, bt0)),
+            self.rd_b.eq(Mux(rope, line(a_word, pb), line(self.b + i, t))),
+            rb.adr.eq(Mux(self.busy, self.rd_b, self.vm_r.adr)),
+            gp.adr.eq(((self.aux + i) << beats_log) + t), vep.adr.eq(((self.aux + i) << beats_log) + t),
+            self.rd_a.eq(ra.adr),
             self.uses_b.eq((op == OPS["add"]) | (op == OPS["silu"]) | rope),
         ]
-        # pipeline bookkeeping: valid, word index, beat, head word, last beat of a word
+        # pipeline bookkeeping: valid, word (head) index, beat, partner beat, last beat of a word
         valid = [issuing & ~self.hold] + [Signal() for _ in range(ACT_LATENCY)]
         idx = [i] + [Signal(16) for _ in range(ACT_LATENCY)]
-        bt = [beat] + [Signal(len(beat)) for _ in range(ACT_LATENCY)]
-        hws = [hw] + [Signal() for _ in range(ACT_LATENCY)]
+        bt = [bt0] + [Signal(len(t)) for _ in range(ACT_LATENCY)]
         wl = [last_beat] + [Signal() for _ in range(ACT_LATENCY)]
         for k in range(ACT_LATENCY):
-            self.sync += valid[k + 1].eq(valid[k]), idx[k + 1].eq(idx[k]), bt[k + 1].eq(bt[k]), \
-                hws[k + 1].eq(hws[k]), wl[k + 1].eq(wl[k])
+            self.sync += valid[k + 1].eq(valid[k]), idx[k + 1].eq(idx[k]), bt[k + 1].eq(bt[k]), wl[k + 1].eq(wl[k])
+        pb1 = Signal(len(t))
+        self.sync += pb1.eq(pb)
         self.comb += self.pipe_busy.eq(reduce(or_, valid[1:])), self.holding.eq(self.busy & issuing & self.hold)
         sync_outside = getattr(self.sync, outside_domain)
         sync_outside += If(self.holding, self.cnt_hold.eq(self.cnt_hold + 1))
 
-        # operands (stage 1 reads them): this beat's slots -----------------------------------------------
-        xa, s = _elems(ra.dat_r)
-        xb, s2 = _elems(rb.dat_r)
-        g_all, s3 = _elems(gp.dat_r, GAMMA_BITS)
-        ve_all, s4 = _elems(vep.dat_r, EXP_BITS)
-        self.specials.cos = cmem = Memory(half * TRIG_BITS, context)
-        self.specials.sin = smem = Memory(half * TRIG_BITS, context)
+        # operands (stage 1 reads them): this beat's slots of the lines read ---------------------------------
+        la, s = _elems(ra.dat_r, n=LINE)
+        lb, s2 = _elems(rb.dat_r, n=LINE)
+        g, s3 = _elems(gp.dat_r, GAMMA_BITS, n=VW)
+        ve, s4 = _elems(vep.dat_r, EXP_BITS, n=VW)
+        # RoPE's tables: rows of TW values (cos and sin at head position p mod half), TROWS rows per position
+        TW = min(VW, half)
+        TROWS = half // TW
+        self.specials.cos = cmem = Memory(TW * TRIG_BITS, context * TROWS)
+        self.specials.sin = smem = Memory(TW * TRIG_BITS, context * TROWS)
         cp, sp = cmem.get_port(), smem.get_port()
         self.specials += cp, sp
-        self.comb += cp.adr.eq(self.aux), sp.adr.eq(self.aux)
+        trow = (self.aux << _log2(TROWS)) + (hb & (TROWS - 1)) if TROWS > 1 else self.aux
+        self.comb += cp.adr.eq(trow), sp.adr.eq(trow)
         self.cos_mem, self.sin_mem = cmem, smem
-        cs_all, s5 = _elems(cp.dat_r, TRIG_BITS, n=half)
-        sn_all, s6 = _elems(sp.dat_r, TRIG_BITS, n=half)
+        cs_all, s5 = _elems(cp.dat_r, TRIG_BITS, n=TW)
+        sn_all, s6 = _elems(sp.dat_r, TRIG_BITS, n=TW)
         self.comb += s + s2 + s3 + s4 + s5 + s6
 
-        def pick(elems, k, sel, n_sel, pos):
-            """Slot k's operand: elems[pos(s, k)] for the selector's value s (a constant mux over s)."""
-            choices = [elems[pos(v, k)] for v in range(n_sel)]
-            if n_sel == 1:
+        def pick(elems, k, sel):
+            """Slot k of the beat `sel` (mod BPL) of a line: a constant mux over the beats of a line."""
+            choices = [elems[v * VW + k] for v in range(BPL)]
+            if BPL == 1:
                 return choices[0]
             out = Signal.like(choices[0])
-            self.comb += Case(sel, {v: out.eq(c) for v, c in enumerate(choices)})
+            self.comb += Case(sel[:bpl_log], {v: out.eq(c) for v, c in enumerate(choices)})
             return out
 
-        sub = Signal(len(beat) + 1)          # (head word, beat) for ROPE's per-slot tables
-        self.comb += sub.eq(Cat(bt[1], hws[1]) if BEATS > 1 else hws[1])
-        n_sub = wpr * BEATS
-        at = lambda b_, k_: b_ * VW + k_
-        x = [pick(xa, k, bt[1], BEATS, at) for k in range(VW)]
-        y = [pick(xb, k, bt[1], BEATS, at) for k in range(VW)]
-        g = [pick(g_all, k, bt[1], BEATS, at) for k in range(VW)]
-        ve = [pick(ve_all, k, bt[1], BEATS, at) for k in range(VW)]
-        # ROPE: at head position p = 32 hw + e, out[p] = x[p] cos - x[p + half] sin for p < half, else
-        # x[p] cos + x[p - half] sin, with cos and sin at p mod half. A one-word head's partner is in the
-        # same word; a two-word head's in the other word, at the same element (ra reads the first, rb the second)
-        hpos = lambda v, k_: (v // BEATS) * GROUP + (v % BEATS) * VW + k_
-        xrope, yrope, cs, sn, neg = [], [], [], [], []
-        for k in range(VW):
-            if wpr == 1:
-                xrope.append(x[k])
-                yrope.append(pick(xa, k, bt[1], BEATS, lambda b_, k_: (b_ * VW + k_ + half) % GROUP))
-            else:
-                xr, yr = Signal((W, True)), Signal((W, True))
-                self.comb += xr.eq(Mux(hws[1], y[k], x[k])), yr.eq(Mux(hws[1], x[k], y[k]))
-                xrope.append(xr)
-                yrope.append(yr)
-            cs.append(pick(cs_all, k, sub, n_sub, lambda v, k_: hpos(v, k_) % half))
-            sn.append(pick(sn_all, k, sub, n_sub, lambda v, k_: hpos(v, k_) % half))
-            ng = Signal()
-            if n_sub > 1:
-                self.comb += Case(sub, {v: ng.eq(int(hpos(v, k) < half)) for v in range(n_sub)})
-            else:
-                self.comb += ng.eq(int(hpos(0, k) < half))
-            neg.append(ng)
+        ysel = Signal(len(t))
+        self.comb += ysel.eq(Mux(rope, pb1, bt[1]))
+        x = [pick(la, k, bt[1]) for k in range(VW)]
+        y = [pick(lb, k, ysel) for k in range(VW)]
+        # ROPE: at head position p, out[p] = x[p] cos - x[p + half] sin for p < half, else x[p] cos + x[p - half]
+        # sin, with cos and sin at p mod half: the partner is y (the partner beat's same slot), or for a head of
+        # one beat (VW = head_dim = 32) the same line's other half
+        yrope = y if HB > 1 else [la[(k + half) % GROUP] for k in range(VW)]
+        cs = [cs_all[k % TW] for k in range(VW)]
+        sn = [sn_all[k % TW] for k in range(VW)]
+        neg = [bt[1] < HB // 2 for _ in range(VW)] if HB > 1 else [int(k < half) for k in range(VW)]
+        xrope = x
         inmask = [Signal() for _ in range(VW)]
         for k in range(VW):
             self.comb += inmask[k].eq(idx[1] * GROUP + bt[1] * VW + k < self.count)
@@ -474,32 +495,25 @@ class VectorUnit(Module):
         self.comb += acts.eq((op == OPS["quant"]) | (op == OPS["avec"]) |
                              (qout & ((op == OPS["norm"]) | (op == OPS["silu"]) | (op == OPS["sm_norm"]))))
 
-        # write back: one VM word per word; a rotated two-word head writes both words after its last beat
-        # (its first word is still being read until then), the second in the next cycle ----------------
+        # write back: each beat into its line's slots as it leaves stage 3 (ROPE's in place, in its head) -----
         writes = (op == OPS["add"]) | (op == OPS["norm"]) | (op == OPS["silu"]) | (op == OPS["sm_exp"]) | \
                  (op == OPS["sm_norm"]) | rope
-        pend = Signal()
-        pend_adr = Signal(16)
-        pend_dat = Signal(GROUP * W)
+        own_we = Signal()
+        self.comb += own_we.eq(wv & writes), self.vm_w_ready.eq(~own_we)
+        w_word = Mux(rope, self.a + (idx[4] << (wpr - 1)), self.dst + idx[4])
+        beat_mask = (1 << VW) - 1
         self.comb += [
-            If(pend,
-                wp.adr.eq(pend_adr), wp.dat_w.eq(pend_dat), wp.we.eq(1),
-            ).Elif(rope if wpr > 1 else 0,
-                wp.adr.eq(self.a + idx[4] * wpr), wp.dat_w.eq(pend_dat), wp.we.eq(wdone & hws[4]),
+            If(own_we,
+                wp.adr.eq(line(w_word, bt[4])), wp.dat_w.eq(Replicate(r3cat, BPL)),
+                Case(bt[4][:bpl_log], {v: wp.we.eq(beat_mask << (v * VW)) for v in range(BPL)})
+                if BPL > 1 else wp.we.eq(beat_mask),
             ).Else(
-                wp.adr.eq(Mux(rope, self.a + idx[4] * wpr, self.dst + idx[4])),
-                wp.dat_w.eq(word), wp.we.eq(wdone & writes),
+                wp.adr.eq(self.vm_w.adr), wp.dat_w.eq(self.vm_w.dat_w), wp.we.eq(self.vm_w.we),
             ),
             self.act_adr.eq(abase + idx[ACT_LATENCY - 1]), self.act_dat.eq(r6act),
             self.act_we.eq(valid[ACT_LATENCY - 1] & wl[ACT_LATENCY - 1] & acts),
             self.writes_act.eq(acts), self.act_base.eq(abase),
         ]
-        if wpr > 1:
-            # pend_dat holds the head's first word until its second is done, then the second for one cycle
-            self.sync += pend.eq(0), If(wdone & rope,
-                pend_dat.eq(word),
-                If(hws[4], pend.eq(1), pend_adr.eq(self.a + idx[4] * wpr + 1)),
-            )
         self.sync += If(starting, self.act_written.eq(0)).Elif(self.act_we, self.act_written.eq(self.act_written + 1))
 
         # reductions: sums of squares from stage 1's products (valid[2]), the rest from stage 2 (valid[3]) ---
@@ -577,7 +591,7 @@ class VectorUnit(Module):
             If(self.busy & ~(issuing & self.hold), self.cnt_busy.eq(self.cnt_busy + 1)),
             If(starting, drain.eq(0), fin.eq(0)),
             If(self.busy & ~issuing & ~starting,
-                If(drain < Mux(acts | (op == OPS["add"]), DRAIN + TAIL_DRAIN, Mux(rope, DRAIN + wpr - 1, DRAIN)),
+                If(drain < Mux(acts | (op == OPS["add"]), DRAIN + TAIL_DRAIN, DRAIN),
                    drain.eq(drain + 1)).Else(
                     If((op == OPS["rms_max"]) | (op == OPS["add"]),
                         self.e.eq(Mux(bl > F.NORM_IN_BITS, bl - F.NORM_IN_BITS, 0)),
@@ -603,10 +617,13 @@ class VectorUnit(Module):
         ]
 
     def set_rope(self, cos, sin):
-        """Fill the RoPE tables (context x head_dim/2 Q16 values) before conversion or simulation."""
-        half = cos.shape[1]
+        """Fill the RoPE tables (context x head_dim/2 Q16 values) before conversion or simulation: each
+        position's values in rows of the tables' width."""
+        tw = self.cos_mem.width // TRIG_BITS
         m = (1 << TRIG_BITS) - 1
-        self.cos_mem.init = [sum((int(v) & m) << (TRIG_BITS * j) for j, v in enumerate(row)) for row in cos]
-        self.sin_mem.init = [sum((int(v) & m) << (TRIG_BITS * j) for j, v in enumerate(row)) for row in sin]
-        assert half * TRIG_BITS == self.cos_mem.width
 
+        def rows(table):
+            return [sum((int(v) & m) << (TRIG_BITS * j) for j, v in enumerate(row[r:r + tw]))
+                    for row in table for r in range(0, table.shape[1], tw)]
+        assert cos.shape[1] % tw == 0 and len(rows(cos)) == self.cos_mem.depth
+        self.cos_mem.init, self.sin_mem.init = rows(cos), rows(sin)

@@ -22,7 +22,7 @@ from litex.soc.interconnect.csr import CSR, AutoCSR, CSRField, CSRStatus, CSRSto
 
 from roma.gateware.accelerator import CMD_BITS
 from roma.gateware.counters import COUNTERS
-from roma.host.golden.numerics import GROUP, VEC_BITS
+from roma.host.golden.numerics import VEC_BITS
 
 
 class RomaAccel(Module, AutoCSR):
@@ -46,16 +46,20 @@ class RomaAccel(Module, AutoCSR):
         self.vm_adr = CSRStorage(21, description="Element address: word * 32 + element")
         self.vm_wdat = CSRStorage(VEC_BITS)
         self.vm_rdat = CSRStatus(VEC_BITS)
+        # (the accelerator's VM port is by line of vm_line elements: the element pointer's low bits are the slot)
         ptr = Signal(21)
-        elem = Signal(5)
-        self.comb += elem.eq(ptr[:5])
+        line_bits = (a.vm_line - 1).bit_length()
         self.sync += If(self.vm_adr.re, ptr.eq(self.vm_adr.storage)).Elif(self.vm_wdat.re, ptr.eq(ptr + 1))
+        slots = [a.vm_dat_r[e * VEC_BITS:(e + 1) * VEC_BITS] for e in range(a.vm_line)]
         self.comb += [
-            a.vm_adr.eq(ptr[5:]),
-            a.vm_dat_w.eq(Replicate(self.vm_wdat.storage, GROUP)),
-            a.vm_we.eq(Mux(self.vm_wdat.re, 1 << elem, 0)),
-            self.vm_rdat.status.eq(Array([a.vm_dat_r[e * VEC_BITS:(e + 1) * VEC_BITS] for e in range(GROUP)])[elem]),
+            a.vm_adr.eq(ptr[line_bits:]),
+            a.vm_dat_w.eq(Replicate(self.vm_wdat.storage, a.vm_line)),
         ]
+        if a.vm_line > 1:
+            elem = ptr[:line_bits]
+            self.comb += a.vm_we.eq(Mux(self.vm_wdat.re, 1 << elem, 0)), self.vm_rdat.status.eq(Array(slots)[elem])
+        else:
+            self.comb += a.vm_we.eq(self.vm_wdat.re), self.vm_rdat.status.eq(slots[0])
         # H-unit bank loads ----------------------------------------------------------------------------------
         self.h_bank = CSRStorage(8)
         self.h_w_adr = CSRStorage(len(a.h_w_adr))

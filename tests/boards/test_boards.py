@@ -111,8 +111,11 @@ def test_memory_mapping_rules():
     assert map_memory(32, 3840, 1, 0, rom=True).blocks == 8
     # 32 KB of 32-bit SRAM: 16 blocks
     assert map_memory(32, 8192, 1, 1, rom=False).blocks == 16
-    # two read ports and a write port: two copies
+    # two read ports and a write port: two copies, each a read and a write port, so the 512 x 36 shape too
     assert map_memory(32, 1024, 2, 1, rom=False).blocks == 2 * map_memory(32, 1024, 1, 1, rom=False).blocks
+    assert map_memory(384, 304, 2, 1, rom=False).blocks == 2 * 11
+    # a ROM read by two ports: one copy of two read ports, no 36-bit shape
+    assert map_memory(36, 512, 2, 0, rom=True).blocks == 2
     # a small ROM is soft logic (1/64 per bit is cheaper than a block), a small RAM LUT RAM
     assert map_memory(8, 64, 1, 0, rom=True).kind == "logic"
     m = map_memory(8, 32, 1, 1, rom=False)

@@ -33,6 +33,7 @@ class VectorBench:
                "g_w_adr": dut.gamma_w.adr, "g_w_dat": dut.gamma_w.dat_w, "g_w_we": dut.gamma_w.we,
                "cnt_busy": dut.cnt_busy}
         self.sim = VerilatorSim(dut, ios, f"vector_unit_d{dim}_h{head_dim}_c{context}_v{vec_lanes}")
+        self.line, self.lpw, self.vec_lanes = dut.line, dut.lines_per_word, vec_lanes
         self.lines = ["watch act_we act_adr act_dat"]
         self.reads = []
         self.act = {}
@@ -43,16 +44,21 @@ class VectorBench:
             self.lines += [f"poke {prefix}_adr {addr + i}", f"poke {prefix}_dat 0x{w:x}", "step 1"]
         self.lines.append(f"poke {prefix}_we 0")
 
+    @staticmethod
+    def _lines(vals, n, bits):
+        return [pack(vals[i:i + n], bits) for i in range(0, len(vals), n)]
+
     def load(self, addr, vec):
-        self._write("vm_w", addr, [pack(vec[i:i + GROUP], VEC_BITS) for i in range(0, len(vec), GROUP)],
-                    (1 << GROUP) - 1)
+        """Words from `addr` (the VM in lines of `line` elements)."""
+        self._write("vm_w", addr * self.lpw, self._lines(vec, self.line, VEC_BITS), (1 << self.line) - 1)
 
     def load_ve(self, addr, exps):
-        self._write("ve_w", addr, [pack(exps[i:i + GROUP], 8) for i in range(0, len(exps), GROUP)],
-                    (1 << GROUP) - 1)
+        beats = GROUP // self.vec_lanes
+        self._write("ve_w", addr * beats, self._lines(exps, self.vec_lanes, 8), (1 << self.vec_lanes) - 1)
 
     def load_gamma(self, addr, gq):
-        self._write("g_w", addr, [pack(gq[i:i + GROUP], GAMMA_BITS) for i in range(0, len(gq), GROUP)], 1)
+        beats = GROUP // self.vec_lanes
+        self._write("g_w", addr * beats, self._lines(gq, self.vec_lanes, GAMMA_BITS), 1)
 
     def cmd(self, op, a=0, b=0, dst=0, n=1, aux=0, count=0, abase=0, qout=0):
         for k, v in (("op", OPS[op]), ("a", a), ("b", b), ("dst", dst), ("n", n), ("aux", aux), ("count", count),
@@ -63,9 +69,9 @@ class VectorBench:
     def read(self, addr, n):
         """A handle whose .value (int64 array) is filled by run()."""
         h = type("Read", (), {})()
-        self.reads.append((h, n))
-        for i in range(n):
-            self.lines += [f"poke vm_r_adr {addr + i}", "step 1", "peek vm_r_dat"]
+        self.reads.append((h, n * self.lpw))
+        for i in range(n * self.lpw):
+            self.lines += [f"poke vm_r_adr {addr * self.lpw + i}", "step 1", "peek vm_r_dat"]
         return h
 
     def peek(self, name):
@@ -76,7 +82,7 @@ class VectorBench:
         vals = [v for name, v in res.peek_log if name == "vm_r_dat"]
         k = 0
         for h, n in self.reads:
-            h.value = np.array([x for w in vals[k:k + n] for x in unpack(w)], dtype=np.int64)
+            h.value = np.array([x for w in vals[k:k + n] for x in unpack(w, n=self.line)], dtype=np.int64)
             k += n
         for _, (adr, dat) in res.watch:
             self.act[adr] = dat
