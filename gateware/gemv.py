@@ -13,7 +13,7 @@ from migen import *
 
 from roma.host.golden.numerics import GROUP
 
-from .mac_lane import MACLane, PIPELINE_CYCLES
+from .mac_lane import MACLane, lane_latency
 
 READ_LATENCY = 1    # synchronous block-RAM reads
 ABASE_BITS = 10     # activation-buffer word addresses (a GEMV's first group; the vector unit's first write)
@@ -143,7 +143,7 @@ class LaneArray(Module):
         for b, (wmem, smem, emem, gmem) in enumerate(lane_mems):
             rp, ep = wmem.get_port(), emem.get_port()
             self.specials += rp, ep
-            lane = MACLane(cfg, candidates, wbits=wbits, wsigned=wsigned)
+            lane = MACLane(cfg, candidates, wbits=wbits, wsigned=wsigned, scaled=smem is not None)
             setattr(self.submodules, f"lane{b}", lane)
             self.comb += [
                 rp.adr.eq(Mux(idle, self.peek_widx * beats + self.peek_beat, widx * beats + beat)),
@@ -183,7 +183,7 @@ class LaneArray(Module):
             If(v_d, self.cnt_mac.eq(self.cnt_mac + 1)),
             If(issuing & self.hold, self.cnt_hold.eq(self.cnt_hold + 1)),
         ]
-        self.latency = READ_LATENCY + PIPELINE_CYCLES
+        self.latency = READ_LATENCY + lane_latency(cfg, scaled=lane_mems[0][1] is not None)
 
 
 class GEMVUnit(LaneArray):

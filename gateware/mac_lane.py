@@ -7,11 +7,23 @@ Per row: y = saturate(round(acc >> (ACC_FRAC - VEC_FRAC))).
 
 Pipeline (one beat per cycle, no bubbles between groups or rows):
   cycle 1 products and their sum | 2 group sum P | 3 T | 4 shift | 5 accumulate | 6 round, saturate
+Without scales (SRAM weights: dq = 1, mq = 0) T is P itself: no multiplier. With scales and at least two beats
+per group, T's two products take turns on one multiplier over two cycles (a group's P comes at most every other
+cycle), one cycle more (lane_latency): half the MULT18X18D of the lane's scale stage on an FPGA.
 """
 
 from migen import *
 
 PIPELINE_CYCLES = 6
+
+
+def shares_scale_multiplier(cfg, scaled=True):
+    return scaled and cfg.beats_per_group >= 2
+
+
+def lane_latency(cfg, scaled=True):
+    """Cycles from a beat's codes to the row's result leaving the lane (its last beat's)."""
+    return PIPELINE_CYCLES + int(shares_scale_multiplier(cfg, scaled))
 
 
 def rshift_round(x, s):
@@ -21,7 +33,7 @@ def rshift_round(x, s):
 class MACLane(Module):
     """wbits/wsigned: the weight operand (ROM codes by default; 16-bit signed for SRAM weights: LoRA, K, V)."""
 
-    def __init__(self, cfg, candidates=None, wbits=None, wsigned=False):
+    def __init__(self, cfg, candidates=None, wbits=None, wsigned=False, scaled=True):
         M = cfg.macs_per_lane
         b = wbits or cfg.code_bits
         pbits = b + cfg.act_bits + 5                        # sum of 32 products, signed
@@ -94,10 +106,26 @@ class MACLane(Module):
         T = Signal((t_bits, True))
         g3, fg3, lg3 = Signal(), Signal(), Signal()
         shift3 = Signal.like(shift1)
-        self.sync += [
-            If(g2, T.eq(dq2 * P + mq2 * gsum2)),
-            g3.eq(g2), fg3.eq(fg2), lg3.eq(lg2), shift3.eq(shift2),
-        ]
+        if not scaled:
+            self.sync += If(g2, T.eq(P))
+        elif shares_scale_multiplier(cfg):
+            # dq * P in the group's first cycle, mq * S in the next (P, S, dq and mq stay until the next group's
+            # last beat, at least two cycles on), on one multiplier
+            ga, fga, lga = Signal(), Signal(), Signal()
+            shifta = Signal.like(shift1)
+            opa, opb = Signal.like(self.dq), Signal((max(pbits, cfg.group_sum_bits), True))
+            prod, first = Signal((t_bits, True)), Signal((t_bits, True))
+            self.comb += opa.eq(Mux(g2, dq2, mq2)), opb.eq(Mux(g2, P, gsum2))
+            self.comb += If(g2 | ga, prod.eq(opa * opb))
+            self.sync += [
+                If(g2, first.eq(prod)),
+                ga.eq(g2), fga.eq(fg2), lga.eq(lg2), shifta.eq(shift2),
+                If(ga, T.eq(first + prod)),
+            ]
+            g2, fg2, lg2, shift2 = ga, fga, lga, shifta
+        else:
+            self.sync += If(g2, T.eq(dq2 * P + mq2 * gsum2))
+        self.sync += g3.eq(g2), fg3.eq(fg2), lg3.eq(lg2), shift3.eq(shift2)
 
         # 4: term = floor(T * 2**shift), an arithmetic barrel shift either way -----------------------
         A = cfg.acc_bits

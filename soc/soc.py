@@ -9,16 +9,15 @@ from .accel_core import RomaAccel
 
 # The firmware runs in place from ROM; its data, buffers and stack live in SRAM.
 SRAM_SIZE = 0x8000
-MIN_ROM_SIZE = 0x10000
+FIRMWARE_ROM = 0x6000       # the firmware's code and constants (about 21 KB), with room to grow
+ROM_STEP = 0x1000           # 4 KB: two block RAMs of 512 x 36 bits on an ECP5
 
 
 def rom_size_for(n_cmds):
-    """ROM for the firmware (about 24 KB) plus its built-in token program (CMD_BITS rounded to words)."""
-    need = 0x8000 + n_cmds * 48
-    size = MIN_ROM_SIZE
-    while size < need:
-        size *= 2
-    return size
+    """ROM for the firmware plus its built-in token program (CMD_BITS rounded to words), in ROM_STEP steps (no
+    power of two needed: the bus decodes the next one up), so that a board spends no block RAM on empty ROM."""
+    need = FIRMWARE_ROM + n_cmds * 48
+    return -(-need // ROM_STEP) * ROM_STEP
 
 
 class RomaSoC(SoCCore):

@@ -5,7 +5,7 @@ import pytest
 
 from roma.gateware.bench import gemv_benchmark
 from roma.gateware.gemv import READ_LATENCY
-from roma.gateware.mac_lane import PIPELINE_CYCLES
+from roma.gateware.mac_lane import lane_latency
 from roma.gateware.verilator import verilator_available
 from roma.soc.config import AccelConfig
 
@@ -27,5 +27,5 @@ def test_smollm2_gemv_bit_exact_and_busy(layer0, which):
     print(r)
     assert r["bit_exact"]
     assert r["mac_cycles"] == r["mac_floor_cycles"]                       # every issued cycle is a full MAC cycle
-    assert r["busy_cycles"] - r["mac_cycles"] == READ_LATENCY + PIPELINE_CYCLES   # no bubbles: only the fill
+    assert r["busy_cycles"] - r["mac_cycles"] == READ_LATENCY + lane_latency(cfg)   # no bubbles: only the fill
     assert r["mac_busy_fraction"] >= 0.95

@@ -115,7 +115,7 @@ def test_gemv_bit_exact_verilator(lanes, macs, bits, mult):
     from roma.gateware.lunit_sim import run_gemv_verilator
     from test_gemv import random_matrix
 
-    from roma.gateware.mac_lane import PIPELINE_CYCLES
+    from roma.gateware.mac_lane import lane_latency
     from roma.host.golden.gemv import PreparedMatrix, gemv_act
     from roma.host.golden.numerics import quantize_act, to_vector
     from roma.soc.config import AccelConfig
@@ -133,4 +133,4 @@ def test_gemv_bit_exact_verilator(lanes, macs, bits, mult):
         assert np.array_equal(got, want), (which, np.nonzero(got != want))
         beats = dm.shape[0] // cfg.lanes * (cols // 32) * cfg.beats_per_group
         assert stats["mac"] == beats
-        assert stats["busy"] <= beats + PIPELINE_CYCLES + 2
+        assert stats["busy"] <= beats + lane_latency(cfg) + 2
