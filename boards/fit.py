@@ -292,31 +292,34 @@ def plan(model, variant, context=None, lanes=None, macs_per_lane=None, multiplie
     # unless its codes are wider or signed, as a GGUF model's Q8_0 head) select broadcast multiples of each
     # activation by code, so only their scale stages use MULT18X18D; the H-unit's 16-bit weights always do
     mul = multiplier or "lut"
-    for ctx, n, vl in [(x, n, v) for x in passing for n in lane_candidates(c, lanes) for v in FPGA_VEC_LANES]:
-        try:
-            need, _ = measure(model, AccelConfig(lanes=n, macs_per_lane=macs, multiplier=mul, vec_lanes=vl), ctx)
-        except ConfigError as e:
-            if lanes:
-                raise RomaError(str(e)) from e
-            continue
-        need.context = ctx
-        r.tried.append(need)
-        if need.dp16kd_total <= part.dp16kd and need.mult18_total <= part.mult18 and need.ram_ffs <= part.ffs \
-                and need.rom_luts <= part.luts:
-            r.fits, r.chosen, r.context, r.kv_bits = True, need, ctx, kv_bits(ctx)
-            r.reason = (f"fits with {n} lanes x {macs} MACs ({mul} multipliers), a {vl}-lane vector unit and "
-                        f"context {ctx}: "
-                        f"{need.dp16kd_total} of {part.dp16kd} DP16KD, {need.mult18_total} of {part.mult18} "
-                        "MULT18X18D")
-            return r
-        if _fixed_over(need, part) and vl == FPGA_VEC_LANES[-1]:
-            break       # what lies outside the lane arrays is too much alone: no lane count or context helps
+    # the widest lanes first (then vector unit), each at the longest context that fits: throughput before
+    # context. Only the H-unit's memories grow with the context, so once the rest alone is over the part, no
+    # shorter context helps that shape
+    h_unit = dict(UNITS)["H"]
+    for n, vl in [(n, v) for n in lane_candidates(c, lanes) for v in FPGA_VEC_LANES]:
+        for ctx in passing:
+            try:
+                need, _ = measure(model, AccelConfig(lanes=n, macs_per_lane=macs, multiplier=mul, vec_lanes=vl), ctx)
+            except ConfigError as e:
+                if lanes:
+                    raise RomaError(str(e)) from e
+                continue
+            need.context = ctx
+            r.tried.append(need)
+            if need.dp16kd_total <= part.dp16kd and need.mult18_total <= part.mult18 and need.ram_ffs <= part.ffs \
+                    and need.rom_luts <= part.luts:
+                r.fits, r.chosen, r.context, r.kv_bits = True, need, ctx, kv_bits(ctx)
+                r.reason = (f"fits with {n} lanes x {macs} MACs ({mul} multipliers), a {vl}-lane vector unit and "
+                            f"context {ctx}: "
+                            f"{need.dp16kd_total} of {part.dp16kd} DP16KD, {need.mult18_total} of {part.mult18} "
+                            "MULT18X18D")
+                return r
+            if need.dp16kd_total - need.dp16kd.get(h_unit, 0) > part.dp16kd or need.mult18_total > part.mult18 \
+                    or need.ram_ffs > part.ffs or need.rom_luts > part.luts:
+                break
+    all_fixed_over = bool(r.tried) and all(_fixed_over(t, part) for t in r.tried)
     best = min(r.tried, key=lambda t: t.dp16kd_total / part.dp16kd + t.mult18_total / part.mult18) \
         if r.tried else None
-    if r.tried and _fixed_over(r.tried[-1], part):
-        # the search stopped at the smallest vector unit of a lane count (the widest tried, without --lanes): the
-        # report is of that try, whose lane arrays are not what is short
-        best = r.tried[-1]
     r.chosen = best
     if best is not None:
         r.context, r.kv_bits = best.context, kv_bits(best.context)     # the report's figures are of that try
@@ -328,7 +331,7 @@ def plan(model, variant, context=None, lanes=None, macs_per_lane=None, multiplie
     worst = max(best.mult18, key=best.mult18.get, default=None)
     where = f" ({best.mult18[worst]:,} in the {worst.split(' (')[0]})" if worst else ""
     totals = _shortfalls(best.dp16kd_total, best.mult18_total, best.ram_ffs, best.rom_luts, part, where)
-    if _fixed_over(best, part):
+    if all_fixed_over:
         f = best.fixed
         alone = _shortfalls(f["dp16kd"], f["mult18"], f["ffs"], f["luts"], part)
         r.reason = (f"no configuration fits an {part.name}: outside the lane arrays alone (the vector unit, the "

@@ -174,9 +174,9 @@ def test_build_refuses_before_any_tool(capsys, monkeypatch):
     import roma.boards.bitstream as bs
     from roma.host.cli import main
     monkeypatch.setattr(bs, "build_bitstream", lambda *a, **k: pytest.fail("the build started"))
-    assert main(["build", "--board", "ulx3s", "--model", "tiny-260k", "--lanes", "8"]) == 1
+    assert main(["build", "--board", "ulx3s", "--model", "tiny-260k", "--lanes", "8", "--context", "256"]) == 1
     err = capsys.readouterr().err
-    assert "MULT18X18D" in err and "--force" in err
+    assert "DP16KD of 208" in err and "--force" in err
 
 
 @pytest.mark.slow
