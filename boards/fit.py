@@ -7,7 +7,7 @@ Two levels:
   2. cells: the accelerator is elaborated for each candidate lane count and vector-unit width (FPGA_VEC_LANES;
      LUT multipliers in the B-ROM lanes unless told otherwise) and its memories and multipliers are
      counted the way yosys's ECP5 flow maps them (memory_libmap's costs: a DP16KD or PDPW16KD costs 128, a
-     TRELLIS_DPR16X4 LUT RAM 4 for RAMs only, soft logic 1/64 per ROM bit and 1 per RAM bit; every `*` of two
+     TRELLIS_DPR16X4 LUT RAM 4 for RAMs only, soft logic 1/16 per ROM bit and 1 per RAM bit; every `*` of two
      signals becomes ceil(a/18) x ceil(b/18) MULT18X18D; a ROM in soft logic costs about one LUT4 per 12 bits
      per read port: 16 bits per LUT plus its multiplexer tree). The SoC around it adds the CPU's memories (VexRiscv
      "standard": 10 DP16KD, counted from its Verilog), the firmware ROM and the 32 KB SRAM.
@@ -24,7 +24,9 @@ from roma.host.errors import RomaError
 from .ecp5 import BRAM_BITS, PARTS
 
 CPU_DP16KD = 10             # VexRiscv standard: register file (2 read ports) 2, I$ 2 + tags 1, D$ 4 + tags 1
-BRAM_COST, LUTRAM_COST, ROM_LOGIC_COST, RAM_LOGIC_COST = 128, 4, 1 / 64, 1.0
+# (ROM_LOGIC_COST: calibrated on a ULX3S-85F synthesis, where yosys put 512 x 8 ROMs and the vector unit's tables in
+# block RAM; at 1/64 fit counted 202 DP16KD for a design that took 238)
+BRAM_COST, LUTRAM_COST, ROM_LOGIC_COST, RAM_LOGIC_COST = 128, 4, 1 / 16, 1.0
 BRAM_SHAPES = [(16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18)]     # (depth, width) of a DP16KD
 PDP_SHAPE = (512, 36)                                                      # PDPW16KD: one read, one write port
 ROM_BITS_PER_LUT = 12      # a LUT4 holds 16 bits; the multiplexer tree over them costs about a third more

@@ -22,10 +22,11 @@ auxiliary value (aux) and an element count (count, for masked softmax). Ops:
 With `qout`, NORM and SILU also quantize their result to the activation port (as QUANT of dst would), and
 SM_NORM its probabilities scaled by V's exponents (as AVEC of dst would): one op instead of two.
 Pipeline: issue, read, three compute stages, write (LATENCY cycles from a beat's issue to its write, each beat
-written as it comes); the beats of a word also collect into the whole word for the activation port's quantizer
-(which needs the whole group), a two-stage tail after the write stage (ACT_LATENCY). Each lane has one shared multiplier per stage
-(plus RoPE's second product and the softmax's scaling) with operands chosen by the op: operand widths follow
-from the golden model's bounds, so most products fit 64 bits.
+written as it comes); the activation port's quantizer (which needs the whole group's max first) is a tail after
+the write stage: the beats of a word collect with their running max, then the word is quantized vec_lanes
+elements a cycle (its activation written ACT_LATENCY + beats - 1 cycles after its last beat's issue). Each lane
+has one shared multiplier per stage (plus RoPE's second product and the softmax's scaling) with operands chosen
+by the op: operand widths follow from the golden model's bounds, so most products fit 64 bits.
 """
 
 from migen import *
@@ -89,23 +90,6 @@ class _Table(Module):
             self.comb += self.t0[k].eq(p0.dat_r), self.t1[k].eq(p1.dat_r)
 
 
-def _quant_word(cfg, vals, vmax, frac, width):
-    """Statements and the activation word for one group (quantize_act; frac: the input's fractional bits,
-    a constant or an expression): returns (stmts, word)."""
-    bl, sh = Signal(8), Signal(8)
-    stmts = bit_length(vmax, width, bl)
-    stmts += [sh.eq(Mux(bl > ACT_BITS - 1, bl - (ACT_BITS - 1), 0))]
-    half = Signal(width)
-    stmts += [half.eq((1 << sh) >> 1)]
-    m = [Signal((ACT_BITS + 1, True)) for _ in range(GROUP)]
-    stmts += [mv.eq(clamp((v + half) >> sh, -ACT_MAX, ACT_MAX)) for mv, v in zip(m, vals)]
-    gsum = Signal((cfg.group_sum_bits, True))
-    stmts += [gsum.eq(tree(lambda p, q: p + q, m))]
-    ea = Signal((cfg.exp_bits, True))
-    stmts += [ea.eq(sh - frac)]
-    return stmts, Cat(*[v[:ACT_BITS] for v in m], gsum, ea)
-
-
 class VectorUnit(Module):
     def __init__(self, cfg, vm_words, dim, eps_q, gamma_words, head_dim=32, context=64, ve_words=2,
                  outside_domain="sys"):
@@ -152,8 +136,9 @@ class VectorUnit(Module):
         self.act_base = Signal(ABASE_BITS)
         self.act_written = Signal(16)
         self.cnt_hold = Signal(32)
-        self.pipe_busy = Signal()       # a beat is still in the pipeline (past the issue stage)
+        self.pipe_busy = Signal()       # a beat is still in the pipeline (past the issue stage) or the tail
         self.holding = Signal()         # waiting for its input (`hold`): no state changes but the hold counter
+        self.tail_busy = Signal()       # the quantizer tail's second pass is running
 
         # # #
 
@@ -246,7 +231,7 @@ class VectorUnit(Module):
             self.sync += valid[k + 1].eq(valid[k]), idx[k + 1].eq(idx[k]), bt[k + 1].eq(bt[k]), wl[k + 1].eq(wl[k])
         pb1 = Signal(len(t))
         self.sync += pb1.eq(pb)
-        self.comb += self.pipe_busy.eq(reduce(or_, valid[1:])), self.holding.eq(self.busy & issuing & self.hold)
+        self.comb += self.pipe_busy.eq(reduce(or_, valid[1:]) | self.tail_busy), self.holding.eq(self.busy & issuing & self.hold)
         sync_outside = getattr(self.sync, outside_domain)
         sync_outside += If(self.holding, self.cnt_hold.eq(self.cnt_hold + 1))
 
@@ -458,42 +443,80 @@ class VectorUnit(Module):
                 "default": r3[k].eq(saturate(r2[k], W)),
             }))
 
-        # write stage: the beats of a word collect into a whole word (a shift register of the earlier beats)
-        wv = valid[4]
-        r3cat = Cat(*r3)
-        vcat = Cat(*vexp[2])
-        if BEATS > 1:
-            col = Signal((BEATS - 1) * VW * W)
-            colv = Signal((BEATS - 1) * VW * 6)
-            self.sync += If(wv, col.eq(Cat(col[VW * W:], r3cat)), colv.eq(Cat(colv[VW * 6:], vcat)))
-            word, vword = Cat(col, r3cat), Cat(colv, vcat)
-        else:
-            word, vword = r3cat, vcat
-        wdone = wv & wl[4]                  # a whole word this cycle
-        w_el = [word[e * W:(e + 1) * W] for e in range(GROUP)]
-        w_vs = [vword[e * 6:(e + 1) * 6] for e in range(GROUP)]
-
         # tail: the one quantizer to the activation port (its input is the word's results: the value QUANT
-        # reads, or what NORM/SILU write; probabilities shifted by V's exponents for AVEC and SM_NORM), and
-        # the max |result| of ADD -----------------------------------------------------------------------------
+        # reads, or what NORM/SILU write; probabilities shifted by V's exponents for AVEC and SM_NORM), and the
+        # max |result| of ADD. quantize_act needs the group's max before any element, so it runs in two passes
+        # of VW elements a cycle: as the beats leave stage 3 they collect (a shift register) with a running max;
+        # once a word is complete, its shift and rounding are fixed and its elements quantized over the next
+        # BEATS cycles (while the next word collects), the activation word written one cycle after the last ---
+        wv = valid[4]
+        wdone = wv & wl[4]                  # a word's last beat this cycle
+        r3cat = Cat(*r3)
         avmode = Signal()
         self.comb += avmode.eq((op == OPS["avec"]) | (op == OPS["sm_norm"]))
-        t1q = [Signal((W + 16, True)) for _ in range(GROUP)]
-        t1max = Signal(W + 16)
-        tq = [Signal((W + 16, True)) for _ in range(GROUP)]
-        for e in range(GROUP):
-            v_ = Signal((W, True))
-            self.comb += v_.eq(w_el[e]), If(wdone, tq[e].eq(Mux(avmode, v_ << w_vs[e], v_)))
-        self.sync += If(wdone, *[t1q[e].eq(tq[e]) for e in range(GROUP)],
-                        t1max.eq(tree(max_, [abs_(v) for v in tq])))
-        # QUANT's input has VEC_FRAC fractional bits, the shifted probabilities 2 * VEC_FRAC
-        q_stmts, q_word = _quant_word(cfg, t1q, t1max, Mux(avmode, 2 * VEC_FRAC, VEC_FRAC), W + 16)
-        self.comb += [If(valid[5] & wl[5], st) for st in q_stmts]
-        r6act = Signal(len(self.act_dat))
-        self.sync += If(valid[5] & wl[5], r6act.eq(q_word))
         acts = Signal()
         self.comb += acts.eq((op == OPS["quant"]) | (op == OPS["avec"]) |
                              (qout & ((op == OPS["norm"]) | (op == OPS["silu"]) | (op == OPS["sm_norm"]))))
+        TQ = W + 16
+        tail = Signal()                     # the tail's first pass runs for this op
+        self.comb += tail.eq(wv & (acts | (op == OPS["add"])))
+        bq = [Signal((TQ, True)) for _ in range(VW)]
+        bmax, wmax, run = Signal(TQ), Signal(TQ), Signal(TQ)
+        for k in range(VW):
+            self.comb += If(tail, bq[k].eq(Mux(avmode, r3[k] << vexp[2][k], r3[k])))
+        self.comb += If(tail, bmax.eq(tree(max_, [abs_(v) for v in bq])))
+        self.comb += wmax.eq(Mux(bt[4] == 0, bmax, max_(run, bmax)))     # max over the word's beats so far
+        self.sync += If(tail, run.eq(wmax))
+        bcat = Cat(*bq)
+        if BEATS > 1:
+            col = Signal((BEATS - 1) * VW * TQ)
+            self.sync += If(tail, col.eq(Cat(col[VW * TQ:], bcat)))
+            whole = Cat(col, bcat)
+        else:
+            whole = bcat
+        # second pass: the word's values, shift, rounding half, and what has been quantized so far
+        t1max = Signal(TQ)                  # the last complete word's max |value| (ADD's e)
+        qbuf = Signal(GROUP * TQ)
+        q_sh, q_left = Signal(8), Signal(max=BEATS + 1)
+        q_half = Signal(TQ)
+        q_idx = Signal(16)
+        q_mant = Signal(GROUP * ACT_BITS)
+        q_gsum = Signal((cfg.group_sum_bits, True))
+        bl, sh = Signal(8), Signal(8)
+        self.comb += If(wdone & acts, *bit_length(wmax, TQ, bl))
+        self.comb += sh.eq(Mux(bl > ACT_BITS - 1, bl - (ACT_BITS - 1), 0))
+        qm = [Signal((ACT_BITS + 1, True)) for _ in range(VW)]
+        quantizing = Signal()
+        self.comb += quantizing.eq(q_left != 0)
+        for k in range(VW):
+            v_ = Signal((TQ, True))
+            self.comb += v_.eq(qbuf[k * TQ:(k + 1) * TQ])
+            self.comb += If(quantizing, qm[k].eq(clamp((v_ + q_half) >> q_sh, -ACT_MAX, ACT_MAX)))
+        newm = Cat(*[m[:ACT_BITS] for m in qm])
+        mant_next = Cat(q_mant[VW * ACT_BITS:], newm) if BEATS > 1 else newm
+        gsum_next = Signal((cfg.group_sum_bits, True))
+        self.comb += gsum_next.eq(q_gsum + tree(lambda p, q: p + q, qm))
+        ea = Signal((cfg.exp_bits, True))
+        # QUANT's input has VEC_FRAC fractional bits, the shifted probabilities 2 * VEC_FRAC
+        self.comb += ea.eq(q_sh - Mux(avmode, 2 * VEC_FRAC, VEC_FRAC))
+        r6act = Signal(len(self.act_dat))
+        act_pulse = Signal()
+        act_adr = Signal(16)
+        self.sync += [
+            act_pulse.eq(0),
+            If(quantizing,
+                qbuf.eq(qbuf[VW * TQ:]) if BEATS > 1 else [], q_mant.eq(mant_next), q_gsum.eq(gsum_next), q_left.eq(q_left - 1),
+                If(q_left == 1, r6act.eq(Cat(mant_next, gsum_next, ea)), act_pulse.eq(1),
+                   act_adr.eq(abase + q_idx)),
+            ),
+            # (after the step above: a word completing in the cycle the last one's last step runs takes over)
+            If(wdone & (acts | (op == OPS["add"])), t1max.eq(wmax)),
+            If(wdone & acts,
+                qbuf.eq(whole), q_sh.eq(sh), q_half.eq((1 << sh) >> 1), q_idx.eq(idx[4]), q_left.eq(BEATS),
+                q_gsum.eq(0),
+            ),
+        ]
+        self.comb += self.tail_busy.eq(quantizing | act_pulse)
 
         # write back: each beat into its line's slots as it leaves stage 3 (ROPE's in place, in its head) -----
         writes = (op == OPS["add"]) | (op == OPS["norm"]) | (op == OPS["silu"]) | (op == OPS["sm_exp"]) | \
@@ -510,8 +533,7 @@ class VectorUnit(Module):
             ).Else(
                 wp.adr.eq(self.vm_w.adr), wp.dat_w.eq(self.vm_w.dat_w), wp.we.eq(self.vm_w.we),
             ),
-            self.act_adr.eq(abase + idx[ACT_LATENCY - 1]), self.act_dat.eq(r6act),
-            self.act_we.eq(valid[ACT_LATENCY - 1] & wl[ACT_LATENCY - 1] & acts),
+            self.act_adr.eq(act_adr), self.act_dat.eq(r6act), self.act_we.eq(act_pulse),
             self.writes_act.eq(acts), self.act_base.eq(abase),
         ]
         self.sync += If(starting, self.act_written.eq(0)).Elif(self.act_we, self.act_written.eq(self.act_written + 1))
@@ -582,7 +604,7 @@ class VectorUnit(Module):
         self.comb += rsq.adr[0].eq(m >> F.INTERP_BITS), rcp.adr[0].eq(m >> F.INTERP_BITS)
         rfrac = Signal(F.INTERP_BITS)
         fin = Signal(3)
-        drain = Signal(4)
+        drain = Signal(max=DRAIN + TAIL_DRAIN + BEATS + 1)
         vraw = Signal(2 * W + 16)
         self.comb += vraw.eq(((ss * self.dim_recip) >> F.MEAN_FRAC) + (eps_q >> (self.e << 1)))
         self.sync += [
@@ -591,7 +613,8 @@ class VectorUnit(Module):
             If(self.busy & ~(issuing & self.hold), self.cnt_busy.eq(self.cnt_busy + 1)),
             If(starting, drain.eq(0), fin.eq(0)),
             If(self.busy & ~issuing & ~starting,
-                If(drain < Mux(acts | (op == OPS["add"]), DRAIN + TAIL_DRAIN, DRAIN),
+                If(drain < Mux(acts, DRAIN + TAIL_DRAIN + BEATS - 1,
+                               Mux(op == OPS["add"], DRAIN + TAIL_DRAIN, DRAIN)),
                    drain.eq(drain + 1)).Else(
                     If((op == OPS["rms_max"]) | (op == OPS["add"]),
                         self.e.eq(Mux(bl > F.NORM_IN_BITS, bl - F.NORM_IN_BITS, 0)),

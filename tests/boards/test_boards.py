@@ -134,21 +134,22 @@ def test_dsp_tiles():
 
 
 def test_fit_tiny_on_85f(tiny):
-    """Its bits fit the 85F up to context 256, its cells at context 64: 8 LUT-multiplier lanes and a 2-lane
-    vector unit, the vector memory in block RAM (one write port), the SRAM lanes without a scale stage and
-    the B-ROM lanes' scale stage on one multiplier each."""
-    r = plan(tiny, "85F", lanes=8)
+    """Its bits fit the 85F up to context 256, its cells at 4 lanes and context 32: LUT-multiplier B-ROM lanes
+    and a 2-lane vector unit, the vector memory in block RAM (one write port), the SRAM lanes without a scale
+    stage and the B-ROM lanes' scale stage on one multiplier each. 8 lanes need more block RAM than the part
+    has at any context (their ROMs' and the vector memory's shapes)."""
+    r = plan(tiny, "85F")
     assert r.rom_bits == 1_422_336
     assert r.fits, r.reason
     n = r.chosen
-    assert (n.lanes, n.vec_lanes, n.multiplier, r.context) == (8, 2, "lut", 64)
+    assert (n.lanes, n.vec_lanes, n.multiplier, r.context) == (4, 2, "lut", 32)
     assert n.dp16kd_total <= r.part_dp16kd and n.mult18_total <= r.part_mult18 and n.ram_ffs == 0
-    assert n.mult18["L-unit (B-ROM, MAC lanes)"] == 8 * 2   # LUT products; two tiles per lane's scale stage
-    assert n.mult18["H-unit (KV cache, LoRA)"] == 8 * 8     # a 16 x 16 product per MAC, no scale stage
-    assert f"{n.dp16kd_total} of 208 DP16KD" in r.reason and "context 64" in r.reason
-    # a longer KV cache does not fit beside it: said with the numbers
-    r = plan(tiny, "85F", lanes=8, context=256)
-    assert not r.fits and "DP16KD of 208" in r.reason and "context 256" in r.reason
+    assert n.mult18["L-unit (B-ROM, MAC lanes)"] == 4 * 2   # LUT products; two tiles per lane's scale stage
+    assert n.mult18["H-unit (KV cache, LoRA)"] == 4 * 8     # a 16 x 16 product per MAC, no scale stage
+    assert f"{n.dp16kd_total} of 208 DP16KD" in r.reason and "context 32" in r.reason
+    # 8 lanes do not fit: said with the numbers
+    r = plan(tiny, "85F", lanes=8)
+    assert not r.fits and "DP16KD of 208" in r.reason and "8 lanes" in r.reason
     assert "roma generate --model tiny-260k --target sim" in r.reason
 
 
@@ -174,7 +175,7 @@ def test_build_refuses_before_any_tool(capsys, monkeypatch):
     import roma.boards.bitstream as bs
     from roma.host.cli import main
     monkeypatch.setattr(bs, "build_bitstream", lambda *a, **k: pytest.fail("the build started"))
-    assert main(["build", "--board", "ulx3s", "--model", "tiny-260k", "--lanes", "8", "--context", "256"]) == 1
+    assert main(["build", "--board", "ulx3s", "--model", "tiny-260k", "--lanes", "8"]) == 1
     err = capsys.readouterr().err
     assert "DP16KD of 208" in err and "--force" in err
 
