@@ -259,7 +259,7 @@ def _fake_routing(placeholders, device):
 
 @pytest.mark.slow
 def test_accelerator_build_routes_once_and_swaps(tiny, monkeypatch):
-    """build_bitstream's model path with yosys and nextpnr stood in for (the accelerator fits no ECP5 yet): the
+    """build_bitstream's model path with yosys and nextpnr stood in for (a real build takes most of an hour): the
     yosys script forces the B-ROMs into block RAM, the B-ROMs and the CPU ROM hold placeholders, the routed design
     is found in (a config laid out from them), ecppack runs for real, `roma build` swaps the model in and
     `roma swap` proves it from the unpacked bitstream; a model of the same geometry reuses the routed design."""
