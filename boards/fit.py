@@ -203,7 +203,7 @@ class FitReport:
     def to_json(self):
         d = {k: v for k, v in self.__dict__.items() if k not in ("chosen", "tried")}
         conv = (lambda n: None if n is None else dict(n.__dict__, dp16kd_total=n.dp16kd_total,
-                                                      mult18_total=n.mult18_total))
+                                                      mult18_total=n.mult18_total, luts_total=n.luts_total))
         d["chosen"] = conv(self.chosen)
         d["tried"] = [conv(n) for n in self.tried]
         return d
@@ -333,9 +333,8 @@ def plan(model, variant, context=None, lanes=None, macs_per_lane=None, multiplie
     # activation by code, so only their scale stages use MULT18X18D; the H-unit's 16-bit weights always do
     mul = multiplier or "lut"
     # the widest lanes first (then vector unit), each at the longest context that fits: throughput before
-    # context. Only the H-unit's memories grow with the context, so once the rest alone is over the part, no
-    # shorter context helps that shape
-    h_unit = dict(UNITS)["H"]
+    # context. Multipliers and logic do not shrink with the context, so once they are over the part no shorter
+    # context helps that shape (block RAM does: the KV cache and the RoPE tables)
     for n, vl in [(n, v) for n in lane_candidates(c, lanes) for v in FPGA_VEC_LANES]:
         for ctx in passing:
             try:
@@ -354,12 +353,12 @@ def plan(model, variant, context=None, lanes=None, macs_per_lane=None, multiplie
                             f"{need.dp16kd_total} of {part.dp16kd} DP16KD, {need.mult18_total} of {part.mult18} "
                             f"MULT18X18D, about {need.luts_total:,} of {part.luts:,} LUT4")
                 return r
-            if need.dp16kd_total - need.dp16kd.get(h_unit, 0) > part.dp16kd or need.mult18_total > part.mult18 \
-                    or need.ram_ffs > part.ffs or need.luts_total > part.luts:
+            if need.mult18_total > part.mult18 or need.ram_ffs > part.ffs \
+                    or need.luts_total - need.rom_luts > part.luts:
                 break
     all_fixed_over = bool(r.tried) and all(_fixed_over(t, part) for t in r.tried)
-    best = min(r.tried, key=lambda t: t.dp16kd_total / part.dp16kd + t.mult18_total / part.mult18) \
-        if r.tried else None
+    best = min(r.tried, key=lambda t: t.dp16kd_total / part.dp16kd + t.mult18_total / part.mult18
+               + t.luts_total / part.luts) if r.tried else None
     r.chosen = best
     if best is not None:
         r.context, r.kv_bits = best.context, kv_bits(best.context)     # the report's figures are of that try

@@ -380,8 +380,9 @@ class Accelerator(Module):
         # GEMV results -> VM: a row step's `lanes` elements land at element dst * 32 + row * lanes, one VM line's
         # slots. The VM has one write port, and the vector unit's own results take it first: a row step that
         # finds it taken, or earlier ones queued, waits in a small queue (drained whenever the port is free).
-        # The queue is never full: from GQ_HOLD entries on, the vector unit issues nothing (V.hold), so its writes
-        # stop within LATENCY cycles while at most one row step a cycle comes in
+        # The queue is never full: from GQ_HOLD entries on (one cycle later between the beats of a RoPE pair), the
+        # vector unit issues nothing (V.hold), so its writes stop within LATENCY cycles while at most one row step
+        # a cycle comes in: at most GQ_HOLD + LATENCY entries
         lanes, LINE = cfg.lanes, V.line
         spl = LINE // lanes             # row steps per line
         src_valid = Signal()
@@ -399,10 +400,10 @@ class Accelerator(Module):
             entry.slot.eq(_mod(src_row, spl)),
             entry.data.eq(Cat(*[s[:VEC_BITS] for s in src])),
         ]
-        self.submodules.gq = gq = SyncFIFO(len(entry), GQ_HOLD + LATENCY + 1)
+        self.submodules.gq = gq = SyncFIFO(len(entry), GQ_HOLD + LATENCY + 1)    # (see the hold below)
         self.comb += gq_busy.eq(gq.readable)
         head_ = Record(entry.layout)
-        direct, pop, put = Signal(), Signal(), Signal()
+        direct, pop = Signal(), Signal()
         self.comb += [
             direct.eq(src_valid & ~gq.readable & V.vm_w_ready),
             pop.eq(gq.readable & V.vm_w_ready),
@@ -427,7 +428,8 @@ class Accelerator(Module):
 
         def pending(line):
             return ~gemv_idle & (line * LINE < hi) & (line * LINE + LINE > lo)
-        self.comb += V.hold.eq(pending(V.rd_a) | (V.uses_b & pending(V.rd_b)) | (gq.level >= GQ_HOLD))
+        self.comb += V.hold.eq(pending(V.rd_a) | (V.uses_b & pending(V.rd_b))
+                               | ((gq.level >= GQ_HOLD) & ~V.mid_pair))
 
         if gate_clocks:
             # a gated unit's clock runs while it works (V: not while an op waits for its input with an empty

@@ -139,6 +139,7 @@ class VectorUnit(Module):
         self.pipe_busy = Signal()       # a beat is still in the pipeline (past the issue stage) or the tail
         self.holding = Signal()         # waiting for its input (`hold`): no state changes but the hold counter
         self.tail_busy = Signal()       # the quantizer tail's second pass is running
+        self.mid_pair = Signal()        # ROPE between a beat and its partner: `hold` must not split them
 
         # # #
 
@@ -174,7 +175,8 @@ class VectorUnit(Module):
         gp = gmem.get_port()
         self.gamma_w = gmem.get_port(write_capable=True)      # norm weights can also be (re)loaded
         self.specials += self.gamma_w
-        self.specials.ve = vemem = Memory(VW * EXP_BITS, max(ve_words * BEATS, 2))
+        ve_depth = max(ve_words * BEATS, 2)
+        self.specials.ve = vemem = Memory(VW * EXP_BITS, ve_depth, init=[0] * ve_depth)
         vep = vemem.get_port()
         self.ve_w = vemem.get_port(write_capable=True, we_granularity=EXP_BITS)
         self.specials += ra, rb, wp, gp, vep, self.ve_w
@@ -207,6 +209,10 @@ class VectorUnit(Module):
         hb, pb = Signal(len(t)), Signal(len(t))     # ROPE: this beat and its partner, in the head
         if HB > 1:
             self.comb += hb.eq((t >> 1) + Mux(t[0], HB // 2, 0)), pb.eq(hb ^ (HB // 2))
+        # (a pair's second beat reads the first's partner, which the first's in-place write changes LATENCY - 1
+        # cycles after it issued: the two issue back to back, so only a hold for input not yet written, which
+        # holds both alike, may come between them)
+        self.comb += self.mid_pair.eq(rope & t[0] if HB > 1 else 0)
         bt0 = Signal(len(t))            # the beat within the word (head) this cycle
         self.comb += bt0.eq(Mux(rope, hb, t))
         a_word = Signal(16)
@@ -231,7 +237,8 @@ class VectorUnit(Module):
             self.sync += valid[k + 1].eq(valid[k]), idx[k + 1].eq(idx[k]), bt[k + 1].eq(bt[k]), wl[k + 1].eq(wl[k])
         pb1 = Signal(len(t))
         self.sync += pb1.eq(pb)
-        self.comb += self.pipe_busy.eq(reduce(or_, valid[1:]) | self.tail_busy), self.holding.eq(self.busy & issuing & self.hold)
+        self.comb += self.pipe_busy.eq(reduce(or_, valid[1:]) | self.tail_busy), \
+            self.holding.eq(self.busy & issuing & self.hold)
         sync_outside = getattr(self.sync, outside_domain)
         sync_outside += If(self.holding, self.cnt_hold.eq(self.cnt_hold + 1))
 
@@ -482,9 +489,9 @@ class VectorUnit(Module):
         q_idx = Signal(16)
         q_mant = Signal(GROUP * ACT_BITS)
         q_gsum = Signal((cfg.group_sum_bits, True))
-        bl, sh = Signal(8), Signal(8)
-        self.comb += If(wdone & acts, *bit_length(wmax, TQ, bl))
-        self.comb += sh.eq(Mux(bl > ACT_BITS - 1, bl - (ACT_BITS - 1), 0))
+        qbl, sh = Signal(8), Signal(8)
+        self.comb += If(wdone & acts, *bit_length(wmax, TQ, qbl))
+        self.comb += sh.eq(Mux(qbl > ACT_BITS - 1, qbl - (ACT_BITS - 1), 0))
         qm = [Signal((ACT_BITS + 1, True)) for _ in range(VW)]
         quantizing = Signal()
         self.comb += quantizing.eq(q_left != 0)
@@ -505,7 +512,8 @@ class VectorUnit(Module):
         self.sync += [
             act_pulse.eq(0),
             If(quantizing,
-                qbuf.eq(qbuf[VW * TQ:]) if BEATS > 1 else [], q_mant.eq(mant_next), q_gsum.eq(gsum_next), q_left.eq(q_left - 1),
+                qbuf.eq(qbuf[VW * TQ:]) if BEATS > 1 else [], q_mant.eq(mant_next), q_gsum.eq(gsum_next),
+                q_left.eq(q_left - 1),
                 If(q_left == 1, r6act.eq(Cat(mant_next, gsum_next, ea)), act_pulse.eq(1),
                    act_adr.eq(abase + q_idx)),
             ),

@@ -116,7 +116,7 @@ def test_memory_mapping_rules():
     assert map_memory(384, 304, 2, 1, rom=False).blocks == 2 * 11
     # a ROM read by two ports: one copy of two read ports, no 36-bit shape
     assert map_memory(36, 512, 2, 0, rom=True).blocks == 2
-    # a small ROM is soft logic (1/64 per bit is cheaper than a block), a small RAM LUT RAM
+    # a small ROM is soft logic (1/16 per bit is cheaper than a block), a small RAM LUT RAM
     assert map_memory(8, 64, 1, 0, rom=True).kind == "logic"
     m = map_memory(8, 32, 1, 1, rom=False)
     assert (m.kind, m.lutram) == ("lutram", 2 * 2)
