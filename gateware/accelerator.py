@@ -402,21 +402,21 @@ class Accelerator(Module):
         ]
         self.submodules.gq = gq = SyncFIFO(len(entry), GQ_HOLD + LATENCY + 1)    # (see the hold below)
         self.comb += gq_busy.eq(gq.readable)
-        head_ = Record(entry.layout)
+        to_vm = Record(entry.layout)
         direct, pop = Signal(), Signal()
         self.comb += [
             direct.eq(src_valid & ~gq.readable & V.vm_w_ready),
             pop.eq(gq.readable & V.vm_w_ready),
             gq.din.eq(entry.raw_bits()), gq.we.eq(src_valid & ~direct),
             gq.re.eq(pop),
-            head_.raw_bits().eq(Mux(gq.readable, gq.dout, entry.raw_bits())),
+            to_vm.raw_bits().eq(Mux(gq.readable, gq.dout, entry.raw_bits())),
         ]
         self.sync += If(g_start, g_dst.eq(f["dst"]), g_rows.eq(f["rows"]), drained.eq(0)) \
             .Elif(direct | pop, drained.eq(drained + 1))
         vw = V.vm_w
         self.comb += If(self.busy,
-            vw.adr.eq(head_.adr), vw.dat_w.eq(Replicate(head_.data, spl)),
-            Case(head_.slot, {k: vw.we.eq(Mux(direct | pop, ((1 << lanes) - 1) << (k * lanes), 0))
+            vw.adr.eq(to_vm.adr), vw.dat_w.eq(Replicate(to_vm.data, spl)),
+            Case(to_vm.slot, {k: vw.we.eq(Mux(direct | pop, ((1 << lanes) - 1) << (k * lanes), 0))
                               for k in range(spl)}),
         ).Else(
             vw.adr.eq(self.vm_adr), vw.dat_w.eq(self.vm_dat_w), vw.we.eq(self.vm_we),
