@@ -23,6 +23,7 @@ from migen.genlib.record import Record
 
 from roma.host.golden.numerics import ACT_BITS, GROUP, VEC_BITS
 
+from .arith import log2_exact
 from .counters import COUNTERS
 from .gemv import ABASE_BITS, GEMVUnit, SRAMUnit
 from .vector_unit import LATENCY, VectorUnit
@@ -46,18 +47,13 @@ DYN = {"none": 0, "aux_pos": 1, "kv_pos": 2, "rows_krows": 3, "n_words_count": 4
        "groups_words": 6}
 
 
-def _log2(n):
-    assert n & (n - 1) == 0, f"{n} is not a power of two"
-    return n.bit_length() - 1
-
-
 def _mod(sig, n):
     """sig % n for a power of two n (Migen has no % on signals)."""
-    return sig[:_log2(n)] if n > 1 else 0
+    return sig[:log2_exact(n)] if n > 1 else 0
 
 
 def _div(sig, n):
-    return sig >> _log2(n)
+    return sig >> log2_exact(n)
 
 
 def pack_command(**fields):
@@ -152,7 +148,7 @@ class KVWriter(Module):
         VW = cfg.vec_lanes
         self.ve_adr = Signal(16)
         self.comb += [
-            self.ve_adr.eq(((self.ve_base + g_i * gctx + _div(self.pos, GROUP)) << _log2(GROUP // VW))
+            self.ve_adr.eq(((self.ve_base + g_i * gctx + _div(self.pos, GROUP)) << log2_exact(GROUP // VW))
                            + _div(_mod(self.pos, GROUP), VW)),
         ]
         self.ve_dat = Signal(len(vunit.ve_w.dat_w))
@@ -396,7 +392,7 @@ class Accelerator(Module):
         slot_bits = max(1, bits_for(spl - 1))
         entry = Record([("adr", 16), ("slot", slot_bits), ("data", lanes * VEC_BITS)])
         self.comb += [
-            entry.adr.eq((g_dst << _log2(V.lines_per_word)) + _div(src_row, spl)),
+            entry.adr.eq((g_dst << log2_exact(V.lines_per_word)) + _div(src_row, spl)),
             entry.slot.eq(_mod(src_row, spl)),
             entry.data.eq(Cat(*[s[:VEC_BITS] for s in src])),
         ]

@@ -3,6 +3,12 @@
 from migen import *
 
 
+def log2_exact(n):
+    """log2 of a power of two (an error otherwise): the shift for a constant multiply or divide."""
+    assert n & (n - 1) == 0, f"{n} is not a power of two"
+    return n.bit_length() - 1
+
+
 def rshift_round(x, s):
     """Round-half-up arithmetic right shift by a constant s >= 0."""
     return x if s == 0 else (x + (1 << (s - 1))) >> s

@@ -34,7 +34,7 @@ from migen import *
 from roma.host.golden import functions as F
 from roma.host.golden.numerics import ACT_BITS, ACT_MAX, GROUP, VEC_BITS, VEC_FRAC
 
-from .arith import abs_, bit_length, clamp, max_, rshift_round, saturate, tree
+from .arith import abs_, bit_length, clamp, log2_exact, max_, rshift_round, saturate, tree
 from .gemv import ABASE_BITS
 
 OPS = {"add": 1, "quant": 2, "rms_max": 3, "rms_ss": 4, "norm": 5, "silu": 6, "rope": 7, "sm_max": 8,
@@ -49,11 +49,6 @@ TAIL_DRAIN = ACT_LATENCY - LATENCY
 GAMMA_BITS = 32
 TRIG_BITS = F.ROPE_FRAC + 2
 EXP_BITS = 8        # VE memory: V's group exponents, 32 positions per word
-
-
-def _log2(n):
-    assert n & (n - 1) == 0, f"{n} is not a power of two"
-    return n.bit_length() - 1
 
 
 class _Port:
@@ -154,7 +149,7 @@ class VectorUnit(Module):
         LINE = max(VW, cfg.lanes)
         LPW, BPL = GROUP // LINE, LINE // VW        # lines per word, beats per line
         self.line, self.lines_per_word = LINE, LPW
-        lpw_log, bpl_log, beats_log = (_log2(v) for v in (LPW, BPL, BEATS))
+        lpw_log, bpl_log, beats_log = (log2_exact(v) for v in (LPW, BPL, BEATS))
         self.specials.vm = vm = Memory(LINE * W, vm_words * LPW)
         # the read ports register the line read (READ_FIRST), not the address: a write at the same clock edge is
         # not seen (the unit never needs a slot in the cycle it is written: the chaining and the drain see to
@@ -218,13 +213,15 @@ class VectorUnit(Module):
         a_word = Signal(16)
         self.comb += a_word.eq(Mux(rope, self.a + (i << (wpr - 1)), self.a + i))
 
+        aux_beat = Signal(16)           # beat t of word aux + i in the one-beat lines of gamma and VE
+
         def line(word, beat):
             return (word << lpw_log) + (beat >> bpl_log)
         self.comb += [
             ra.adr.eq(line(a_word, bt0)),
             self.rd_b.eq(Mux(rope, line(a_word, pb), line(self.b + i, t))),
             rb.adr.eq(Mux(self.busy, self.rd_b, self.vm_r.adr)),
-            gp.adr.eq(((self.aux + i) << beats_log) + t), vep.adr.eq(((self.aux + i) << beats_log) + t),
+            aux_beat.eq(((self.aux + i) << beats_log) + t), gp.adr.eq(aux_beat), vep.adr.eq(aux_beat),
             self.rd_a.eq(ra.adr),
             self.uses_b.eq((op == OPS["add"]) | (op == OPS["silu"]) | rope),
         ]
@@ -254,7 +251,7 @@ class VectorUnit(Module):
         self.specials.sin = smem = Memory(TW * TRIG_BITS, context * TROWS)
         cp, sp = cmem.get_port(), smem.get_port()
         self.specials += cp, sp
-        trow = (self.aux << _log2(TROWS)) + (hb & (TROWS - 1)) if TROWS > 1 else self.aux
+        trow = (self.aux << log2_exact(TROWS)) + (hb & (TROWS - 1)) if TROWS > 1 else self.aux
         self.comb += cp.adr.eq(trow), sp.adr.eq(trow)
         self.cos_mem, self.sin_mem = cmem, smem
         cs_all, s5 = _elems(cp.dat_r, TRIG_BITS, n=TW)
@@ -281,7 +278,6 @@ class VectorUnit(Module):
         cs = [cs_all[k % TW] for k in range(VW)]
         sn = [sn_all[k % TW] for k in range(VW)]
         neg = [bt[1] < HB // 2 for _ in range(VW)] if HB > 1 else [int(k < half) for k in range(VW)]
-        xrope = x
         inmask = [Signal() for _ in range(VW)]
         for k in range(VW):
             self.comb += inmask[k].eq(idx[1] * GROUP + bt[1] * VW + k < self.count)
@@ -356,7 +352,7 @@ class VectorUnit(Module):
                 If(sm1, dclamp.eq(clamp(negd, 0, F.EXP_IN_MAX))),
                 If(sm1, tt[k].eq((dclamp * F.LOG2E_Q) >> 16)),
                 exp2.adr[k].eq(tt[k][elow:VEC_FRAC]),
-                ra_.eq(clamp(xrope[k], -F.ROPE_IN_MAX, F.ROPE_IN_MAX)),
+                ra_.eq(clamp(x[k], -F.ROPE_IN_MAX, F.ROPE_IN_MAX)),
                 rb_.eq(clamp(yrope[k], -F.ROPE_IN_MAX, F.ROPE_IN_MAX)),
                 # the one shared stage-1 multiplier's operands
                 Case(op, {
@@ -465,8 +461,8 @@ class VectorUnit(Module):
         self.comb += acts.eq((op == OPS["quant"]) | (op == OPS["avec"]) |
                              (qout & ((op == OPS["norm"]) | (op == OPS["silu"]) | (op == OPS["sm_norm"]))))
         TQ = W + 16
-        tail = Signal()                     # the tail's first pass runs for this op
-        self.comb += tail.eq(wv & (acts | (op == OPS["add"])))
+        tail_op, tail = Signal(), Signal()  # the op uses the tail; its first pass runs this cycle
+        self.comb += tail_op.eq(acts | (op == OPS["add"])), tail.eq(wv & tail_op)
         bq = [Signal((TQ, True)) for _ in range(VW)]
         bmax, wmax, run = Signal(TQ), Signal(TQ), Signal(TQ)
         for k in range(VW):
@@ -518,7 +514,7 @@ class VectorUnit(Module):
                    act_adr.eq(abase + q_idx)),
             ),
             # (after the step above: a word completing in the cycle the last one's last step runs takes over)
-            If(wdone & (acts | (op == OPS["add"])), t1max.eq(wmax)),
+            If(wdone & tail_op, t1max.eq(wmax)),
             If(wdone & acts,
                 qbuf.eq(whole), q_sh.eq(sh), q_half.eq((1 << sh) >> 1), q_idx.eq(idx[4]), q_left.eq(BEATS),
                 q_gsum.eq(0),
@@ -656,5 +652,5 @@ class VectorUnit(Module):
         def rows(table):
             return [sum((int(v) & m) << (TRIG_BITS * j) for j, v in enumerate(row[r:r + tw]))
                     for row in table for r in range(0, table.shape[1], tw)]
-        assert cos.shape[1] % tw == 0 and len(rows(cos)) == self.cos_mem.depth
         self.cos_mem.init, self.sin_mem.init = rows(cos), rows(sin)
+        assert cos.shape[1] % tw == 0 and len(self.cos_mem.init) == self.cos_mem.depth
