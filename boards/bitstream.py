@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from roma.host.cache import cache_dir, tree_hash
+
+from .logic_paths import write_logic_paths
 from roma.host.errors import RomaError
 
 FORMAT = 2          # 2: models are swapped into a routed design with placeholder ROMs
@@ -282,6 +284,11 @@ def build_routed(board, model, cfg, context, variant=None, sys_clk_freq=None, wi
             argv = argv[:i] + argv[i + 2:] + ["--seed", str(seed), "--router", "router2",
                                               "--report", "nextpnr_report.json"]
         times[exe] = run_step(steps[exe], [tool(exe)] + argv[1:], gw, gw / f"{exe}.log", progress)
+        if exe == "yosys":          # the deepest paths, seconds after synthesis instead of an hour of placement
+            worst = write_logic_paths(gw / f"{name}.json", gw / "logic_paths.txt")
+            if progress:
+                print(f"  deepest logic path about {worst:.1f} ns (rough, before placement): {gw / 'logic_paths.txt'}",
+                      file=sys.stderr)
     if not bit.exists():
         raise RomaError(f"ecppack made no {bit.name} (log: {gw / 'ecppack.log'})")
     if model:
