@@ -58,6 +58,7 @@ def cell_delay(kind, src, dst):
 class Netlist:
     def __init__(self, path):
         data = json.loads(Path(path).read_text())
+        self.verilog = Path(path).with_suffix(".v").name
         top = next(m for m in data["modules"].values() if m.get("attributes", {}).get("top"))
         self.cells = top["cells"]
         self.names = {}
@@ -172,7 +173,8 @@ class Netlist:
         drv = self.driver.get(bit)
         src = ""
         if drv:
-            m = re.search(r"\.v:(\d+)", self.cells[drv[0]].get("attributes", {}).get("src", ""))
+            # (only the design's own Verilog: abc's cells also name yosys's library files)
+            m = re.search(re.escape(self.verilog) + r":(\d+)", self.cells[drv[0]].get("attributes", {}).get("src", ""))
             src = f"v:{m.group(1)}" if m else ""
             kind = self.cells[drv[0]]["type"]
         else:
