@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from roma.host.cache import cache_dir, tree_hash
+from roma.host.errors import RomaError
 
 from .logic_paths import write_logic_paths
-from roma.host.errors import RomaError
 
 FORMAT = 2          # 2: models are swapped into a routed design with placeholder ROMs
 ROOT = Path(__file__).resolve().parent.parent
@@ -172,7 +172,7 @@ class BoardBuild:
 def _board_files(board):
     """The board's own files (its class and the classes it derives from), relative to the repository."""
     import inspect
-    return sorted({str(Path(inspect.getfile(c)).relative_to(ROOT)) for c in type(board).__mro__
+    return sorted({str(Path(inspect.getfile(c)).resolve().relative_to(ROOT)) for c in type(board).__mro__
                    if c.__module__.startswith("roma.boards.")})
 
 
@@ -285,10 +285,14 @@ def build_routed(board, model, cfg, context, variant=None, sys_clk_freq=None, wi
                                               "--report", "nextpnr_report.json"]
         times[exe] = run_step(steps[exe], [tool(exe)] + argv[1:], gw, gw / f"{exe}.log", progress)
         if exe == "yosys":          # the deepest paths, seconds after synthesis instead of an hour of placement
-            worst = write_logic_paths(gw / f"{name}.json", gw / "logic_paths.txt")
-            if progress:
-                print(f"  deepest logic path about {worst:.1f} ns (rough, before placement): {gw / 'logic_paths.txt'}",
-                      file=sys.stderr)
+            try:
+                worst = write_logic_paths(gw / f"{name}.json", gw / "logic_paths.txt")
+            except Exception as e:          # (an estimate: never worth the build)
+                print(f"  (no logic path estimate: {e})", file=sys.stderr)
+            else:
+                if progress and worst:
+                    print(f"  deepest logic path about {worst:.1f} ns by rough delays, before placement: "
+                          f"{gw / 'logic_paths.txt'}", file=sys.stderr)
     if not bit.exists():
         raise RomaError(f"ecppack made no {bit.name} (log: {gw / 'ecppack.log'})")
     if model:

@@ -1,4 +1,5 @@
-"""The deepest register-to-register paths of a synthesized ECP5 netlist, in seconds and without placement.
+"""The deepest paths of a synthesized ECP5 netlist (from a register, a block RAM or an input, to a register or a
+block RAM), in seconds and without placement.
 
 nextpnr states an Fmax only after a placement that takes the better part of an hour for the full SoC, and names
 the critical path only after routing. This walks yosys's JSON netlist (after synth_ecp5) instead: a path starts
@@ -35,7 +36,10 @@ AUTONAME = re.compile(r"_(LUT4|CCU2C|PFUMX|L6MUX21|TRELLIS_FF|TRELLIS_DPR16X4|MU
 SEQUENTIAL = {"TRELLIS_FF", "DP16KD"}
 # Ports joined by dedicated wires inside a slice or a carry chain: no general routing between them.
 DEDICATED = {("CCU2C", "COUT", "CCU2C", "CIN"), ("LUT4", "Z", "PFUMX", "ALUT"), ("LUT4", "Z", "PFUMX", "BLUT"),
-             ("PFUMX", "Z", "L6MUX21", "D0"), ("PFUMX", "Z", "L6MUX21", "D1")}
+             ("PFUMX", "Z", "L6MUX21", "D0"), ("PFUMX", "Z", "L6MUX21", "D1"),
+             ("L6MUX21", "Z", "L6MUX21", "D0"), ("L6MUX21", "Z", "L6MUX21", "D1")}
+# distributed RAM's synchronous write inputs end paths like a flip-flop's
+RAM_WRITE = ("DI", "WAD", "WRE")
 
 
 def cell_delay(kind, src, dst):
@@ -45,6 +49,8 @@ def cell_delay(kind, src, dst):
     if kind == "CCU2C":
         if src == "CIN":
             return CARRY_THROUGH if dst == "COUT" else CARRY_SUM
+        if src[-1] == "1" and dst == "S0":
+            return None                         # the second bit's inputs do not reach the first bit's sum
         return CARRY_IN
     if kind in ("PFUMX", "L6MUX21"):
         return WIDE_MUX
@@ -59,7 +65,9 @@ class Netlist:
     def __init__(self, path):
         data = json.loads(Path(path).read_text())
         self.verilog = Path(path).with_suffix(".v").name
-        top = next(m for m in data["modules"].values() if m.get("attributes", {}).get("top"))
+        top = next((m for m in data["modules"].values() if m.get("attributes", {}).get("top")), None)
+        if top is None:
+            raise ValueError(f"{path}: no top module in this netlist")
         self.cells = top["cells"]
         self.names = {}
         for name, net in top["netnames"].items():
@@ -102,31 +110,27 @@ class Netlist:
                     arrival[b], via[b] = start, None
                 continue
             ins = [b for p, bits in c["connections"].items() if c["port_directions"].get(p) == "input"
-                   for b in bits if isinstance(b, int) and b in self.driver]
+                   for b in bits if isinstance(b, int)]
             pending[cname] = len(ins)
-        for b in self.sinks:                    # top inputs and constants-free undriven bits start at 0
+        for b in self.sinks:                    # top inputs (and any other undriven bit) start at 0
             if b not in self.driver:
                 arrival[b], via[b] = 0.0, None
-        for cname, n in pending.items():
-            if n == 0:
-                ready.append(cname)
-        # Kahn's order over combinational cells; a cell fires when all its driven inputs have arrived.
-        waiting = dict(pending)
+        ready = [cname for cname, n in pending.items() if n == 0]
+        # Kahn's order over combinational cells: a cell fires once every input bit has arrived (cells in a
+        # combinational loop, and what they feed, never do: counted in self.unreached)
         fired = set()
 
         def release(bit):
             for cname, _ in self.sinks[bit]:
-                if cname in waiting:
-                    waiting[cname] -= 1
-                    if waiting[cname] == 0:
+                if cname in pending:
+                    pending[cname] -= 1
+                    if pending[cname] == 0:
                         ready.append(cname)
 
         for b in list(arrival):
             release(b)
         while ready:
             cname = ready.pop()
-            if cname in fired:
-                continue
             fired.add(cname)
             c = self.cells[cname]
             for oport, ob in outputs[cname]:
@@ -147,15 +151,18 @@ class Netlist:
                 else:
                     arrival[ob], via[ob] = 0.0, None
                 release(ob)
+        self.unreached = len(pending) - len(fired)
         return arrival, via
 
     def endpoints(self, arrival):
-        """(time, cell, port, bit) for every sequential input."""
+        """(time, cell, port, bit) for every sequential input (and distributed RAM's write inputs)."""
         for cname, c in self.cells.items():
-            if c["type"] not in SEQUENTIAL:
+            ram = c["type"] == "TRELLIS_DPR16X4"
+            if c["type"] not in SEQUENTIAL and not ram:
                 continue
             for port, bits in c["connections"].items():
-                if c["port_directions"].get(port) != "input" or port in ("CLK", "CLKA", "CLKB"):
+                if c["port_directions"].get(port) != "input" or port in ("CLK", "CLKA", "CLKB", "WCK") or \
+                        (ram and not port.startswith(RAM_WRITE)):
                     continue
                 for b in bits:
                     if isinstance(b, int) and b in arrival:
@@ -201,21 +208,30 @@ def report(path, top=12, out=print):
         out("no register-to-register paths")
         return 0.0
     shown, seen_starts = 0, set()
-    out(f"{len(ends)} endpoints; worst {ends[0][0]:.1f} ns (about {1000 / ends[0][0]:.0f} MHz by this rough model)")
+    out(f"{len(ends)} endpoints; the deepest about {ends[0][0]:.1f} ns by rough delays (an ordering of paths, not "
+        f"nextpnr's timing)" + (f"; {net.unreached} cells in or behind combinational loops left out"
+                                if net.unreached else ""))
     for t, cname, port, bit in ends:
         path = net.trace(bit, via)
         if path[0] in seen_starts:
             continue
         seen_starts.add(path[0])
         out(f"\n{t:6.1f} ns  -> {net.cells[cname]['type']} {cname} .{port}  ({len(path)} nets)")
-        last = None
+        steps, folded = [], 0
         for b in path:
             kind, name, src = net.describe(b)
-            if (kind, src) == last and not name:
-                continue                        # a carry chain's next cells: one line is enough
-            last = (kind, src)
+            if steps and kind == "CCU2C" and steps[-1][0] == "CCU2C" and not name:
+                folded += 1                     # a carry chain's next cells: one line, with their count
+                continue
+            if folded:
+                steps[-1][3] += f" (+{folded} carry cells)"
+                folded = 0
             text = lines[int(src[2:]) - 1].strip()[:90] if src and int(src[2:]) <= len(lines) else ""
-            out(f"    {arrival[b]:6.1f}  {kind:12s} {src:8s} {name or text}")
+            steps.append([kind, arrival[b], src, name or text])
+        if folded:
+            steps[-1][3] += f" (+{folded} carry cells)"
+        for kind, t_, src, what in steps:
+            out(f"    {t_:6.1f}  {kind:12s} {src:8s} {what}")
         shown += 1
         if shown >= top:
             break

@@ -53,7 +53,7 @@ def netlist(tmp_path):
 def test_arrivals_add_up_cell_by_cell(netlist):
     net = Netlist(netlist)
     arrival, via = net.arrivals()
-    fan = net.net_delay(10, ("lut_a", "A"))                         # q0 has a fan-out of 7
+    fan = net.net_delay(10, ("lut_a", "A"))                         # q0 has a fan-out of 6
     assert fan > NET
     assert arrival[11] == pytest.approx(FF_CLK_TO_Q + fan + LUT)
     assert arrival[12] == pytest.approx(arrival[11] + NET + LUT)        # the later of lut_b's two inputs
@@ -64,13 +64,38 @@ def test_arrivals_add_up_cell_by_cell(netlist):
     assert net.trace(13, via) == [10, 11, 12, 13]
     ends = sorted(net.endpoints(arrival), reverse=True)
     assert ends[0][1] == "ff1" and ends[0][0] == pytest.approx(arrival[13] + NET + SETUP)
-    assert CARRY_THROUGH < CARRY_SUM
+    assert arrival[23] == pytest.approx(arrival[21] + CARRY_THROUGH)  # COUT -> CIN: no routing hop
+    assert net.unreached == 0
+
+
+def _write(tmp_path, cells):
+    top = {"attributes": {"top": 1}, "cells": cells, "netnames": {}, "ports": {}}
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps({"modules": {"top": top}}))
+    return path
+
+
+def test_a_cell_fed_by_an_input_waits_for_its_other_inputs(tmp_path):
+    # input bit 3 and a two-LUT chain from ff0 meet at lut_c: it fires only after the chain
+    net = Netlist(_write(tmp_path, {"ff0": _ff(2, 10), "lut_a": _lut([10], 11), "lut_b": _lut([11], 12),
+                                    "lut_c": _lut([3, 12], 13), "ff1": _ff(13, 14)}))
+    arrival, via = net.arrivals()
+    assert arrival[13] == pytest.approx(arrival[12] + NET + LUT)
+    assert net.trace(13, via) == [10, 11, 12, 13]
+
+
+def test_combinational_loops_are_counted_not_followed(tmp_path):
+    net = Netlist(_write(tmp_path, {"ff0": _ff(2, 10), "lut_a": _lut([10, 12], 11), "lut_b": _lut([11], 12),
+                                    "ff1": _ff(12, 14)}))
+    arrival, _ = net.arrivals()
+    assert net.unreached == 2 and 12 not in arrival
 
 
 def test_report_names_the_deepest_path(netlist, tmp_path):
     worst = write_logic_paths(netlist, tmp_path / "paths.txt", top=2)
     text = (tmp_path / "paths.txt").read_text()
-    assert worst == pytest.approx(sorted(Netlist(netlist).endpoints(Netlist(netlist).arrivals()[0]))[-1][0])
+    net = Netlist(netlist)
+    assert worst == pytest.approx(max(net.endpoints(net.arrivals()[0]))[0])
     first = text.split("\n\n")[1]
     assert "ff1 .DI" in first and "q0" in first and "deep" in first
     steps = first.splitlines()[1:]
