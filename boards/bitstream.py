@@ -215,9 +215,10 @@ def build_bitstream(board, model, cfg, context, variant=None, sys_clk_freq=None,
 
 
 def build_routed(board, model, cfg, context, variant=None, sys_clk_freq=None, with_ethernet=False, seed=1,
-                 progress=True):
+                 progress=True, synth_only=False):
     """The routed design (cached): with a model, the SoC of its geometry with placeholder contents in the B-ROMs
-    and the CPU ROM, and the map of where they lie (model_swap.py); without, the bring-up SoC's bitstream."""
+    and the CPU ROM, and the map of where they lie (model_swap.py); without, the bring-up SoC's bitstream.
+    synth_only: stop after yosys; the BoardBuild (no bitstream) reports the netlist's cells and deepest paths."""
     from litex.soc.integration.builder import Builder
 
     from .ecp5 import make_board_soc, make_bringup_soc
@@ -228,7 +229,7 @@ def build_routed(board, model, cfg, context, variant=None, sys_clk_freq=None, wi
     variant = board.variant(variant)
     freq = int(sys_clk_freq or board.sys_clk_freq)
     cached = cached_routed(board, model, cfg, context, variant, freq, with_ethernet, seed)
-    if cached:
+    if cached and not synth_only:
         return cached
     folder, name = _routed_folder(board, model, cfg, context, variant, freq, with_ethernet, seed)
     gw = folder / "gateware"
@@ -275,6 +276,9 @@ def build_routed(board, model, cfg, context, variant=None, sys_clk_freq=None, wi
               if ln.split() and ln.split()[0] in ("yosys", "nextpnr-ecp5", "ecppack")]
     steps = {"yosys": "synthesis (yosys)", "nextpnr-ecp5": "place and route (nextpnr-ecp5)",
              "ecppack": "bitstream (ecppack)"}
+    if synth_only:
+        script = [a for a in script if a[0] == "yosys"]
+    worst = None
     for argv in script:
         exe = argv[0]
         if exe == "nextpnr-ecp5":
@@ -293,6 +297,13 @@ def build_routed(board, model, cfg, context, variant=None, sys_clk_freq=None, wi
                 if progress and worst:
                     print(f"  deepest logic path about {worst:.1f} ns by rough delays, before placement: "
                           f"{gw / 'logic_paths.txt'}", file=sys.stderr)
+    if synth_only:
+        from .logic_paths import cell_counts
+        report = {"board": board.name, "title": board.title, "variant": variant, "part": board.part(variant).name,
+                  "model": model.config.name if model else None, "sys_clk_hz": freq, "synth_only": True,
+                  "cells": cell_counts(gw / f"{name}.json"), "logic_path_ns": worst,
+                  "logic_paths": str(gw / "logic_paths.txt"), "seconds": {k: round(v, 1) for k, v in times.items()}}
+        return BoardBuild(folder, None, report, False)
     if not bit.exists():
         raise RomaError(f"ecppack made no {bit.name} (log: {gw / 'ecppack.log'})")
     if model:

@@ -189,6 +189,12 @@ class Netlist:
         return kind, ("" if hidden else name), src
 
 
+def cell_counts(netlist):
+    """{cell type: count} of the netlist's top module (LUT4, CCU2C, TRELLIS_FF, DP16KD, MULT18X18D, ...)."""
+    from collections import Counter
+    return dict(Counter(c["type"] for c in Netlist(netlist).cells.values()).most_common())
+
+
 def write_logic_paths(netlist, out_path, top=12):
     """The report into a file; returns the worst path's estimate (ns)."""
     lines = []

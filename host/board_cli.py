@@ -141,6 +141,8 @@ def cmd_build(args):
     if not args.bringup:
         model = _load_model(args.model)
         cfg, context = _accel_config(args, board, variant, model)
+    if args.synth_only:
+        return _synth_only(board, model, cfg, context, variant, freq, args)
     b = build_bitstream(board, model, cfg, context, variant=variant, sys_clk_freq=freq, with_ethernet=args.ethernet,
                         seed=args.seed, progress=not args.quiet)
     r = dict(b.report)
@@ -154,6 +156,28 @@ def cmd_build(args):
         with open(args.json, "w") as f:
             json.dump(r, f, indent=1)
     return 0 if r["timing_met"] else 2
+
+
+def _synth_only(board, model, cfg, context, variant, freq, args):
+    """Elaboration and yosys only: the netlist's cells and its deepest paths, minutes before a placement."""
+    from roma.boards.bitstream import build_routed
+    b = build_routed(board, model, cfg, context, variant, freq, args.ethernet, args.seed, progress=not args.quiet,
+                     synth_only=True)
+    r = b.report
+    part = board.part(variant)
+    cells = r["cells"]
+    luts = cells.get("LUT4", 0) + 2 * cells.get("CCU2C", 0)
+    print(f"{r['model'] or 'bring-up SoC'} on {r['title']} ({r['part']}), synthesis only:")
+    print(f"  LUT4 {cells.get('LUT4', 0):,} + CCU2C {cells.get('CCU2C', 0):,} (about {luts:,} LUT4 of {part.luts:,}), "
+          f"FF {cells.get('TRELLIS_FF', 0):,}, DP16KD {cells.get('DP16KD', 0)} of {part.dp16kd}, "
+          f"MULT18X18D {cells.get('MULT18X18D', 0)}")
+    if r["logic_path_ns"] is not None:
+        print(f"  deepest path about {r['logic_path_ns']:.1f} ns by rough delays (not nextpnr's timing): "
+              f"{r['logic_paths']}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(r, f, indent=1)
+    return 0
 
 
 # swap -------------------------------------------------------------------------------------------------------
@@ -226,6 +250,8 @@ def register(sub):
     p.add_argument("--force", action="store_true", help="build even when `roma fit` says it will not fit")
     p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
     p.add_argument("--no-sim", action="store_true", help="skip the Verilator run that measures cycles per token")
+    p.add_argument("--synth-only", action="store_true",
+                   help="stop after yosys: cell counts and the deepest logic paths (logic_paths.txt), no bitstream")
     p.add_argument("--json", help="also write the report to this file")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_build)

@@ -242,6 +242,22 @@ def test_bringup_bitstream(name):
     print(json.dumps({k: r[k] for k in ("board", "part", "fmax_mhz", "utilization", "seconds")}, indent=1))
 
 
+@pytest.mark.synth
+@pytest.mark.slow
+def test_synth_only_reports_cells_and_paths(capsys):
+    """`roma build --synth-only`: elaboration and yosys only, the netlist's cells and its deepest paths (a
+    bring-up SoC, about a minute of yosys), and no bitstream."""
+    from roma.host.cli import main
+    assert main(["build", "--board", "colorlight-i5", "--bringup", "--synth-only", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    luts, dp16kd = re.search(r"about ([\d,]+) LUT4 of 24,288.*DP16KD (\d+) of 56", out).groups()
+    assert 1_000 < int(luts.replace(",", "")) < 24_288 and 0 < int(dp16kd) <= 56
+    paths = re.search(r"deepest path about ([\d.]+) ns .*: (\S+logic_paths.txt)", out)
+    assert 2 < float(paths.group(1)) < 40
+    with open(paths.group(2)) as f:
+        assert "ns  -> " in f.read()
+
+
 def test_load_command(monkeypatch, capsys):
     """`roma load` programs with openFPGALoader's board name, or says how to get the tool."""
     import roma.host.board_cli as bc
