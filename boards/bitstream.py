@@ -24,11 +24,12 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 from roma.host.cache import cache_dir, tree_hash
 from roma.host.errors import RomaError
 
-from .logic_paths import write_logic_paths
+from .logic_paths import analyse
 
 FORMAT = 2          # 2: models are swapped into a routed design with placeholder ROMs
 ROOT = Path(__file__).resolve().parent.parent
@@ -164,7 +165,7 @@ RAM_STYLE = 'setattr -set ram_style "block" */*brom_*'
 @dataclass
 class BoardBuild:
     folder: Path            # the build folder (gateware/, software/, firmware/, report.json)
-    bitstream: Path
+    bitstream: Optional[Path]   # None: a synthesis only
     report: dict
     cached: bool
 
@@ -214,6 +215,28 @@ def build_bitstream(board, model, cfg, context, variant=None, sys_clk_freq=None,
     return swap_model(routed, model, cfg, context, progress)
 
 
+def _analyse(gw, name):
+    """(deepest path estimate in ns or None, cell counts or None) of the synthesized netlist, into
+    logic_paths.txt; an estimate, never worth failing a build for."""
+    try:
+        return analyse(gw / f"{name}.json", gw / "logic_paths.txt")
+    except Exception as e:
+        print(f"  (no logic path estimate: {e})", file=sys.stderr)
+        (gw / "logic_paths.txt").unlink(missing_ok=True)
+        return None, None
+
+
+def _synth_report(folder, name, board, variant, model, freq, times):
+    gw = folder / "gateware"
+    worst, cells = _analyse(gw, name)
+    report = {"board": board.name, "title": board.title, "variant": variant, "part": board.part(variant).name,
+              "model": model.config.name if model else None, "sys_clk_hz": freq, "synth_only": True,
+              "cells": cells, "logic_path_ns": worst or None,
+              "logic_paths": str(gw / "logic_paths.txt") if worst else None,
+              "seconds": {k: round(v, 1) for k, v in times.items()}}
+    return BoardBuild(folder, None, report, False)
+
+
 def build_routed(board, model, cfg, context, variant=None, sys_clk_freq=None, with_ethernet=False, seed=1,
                  progress=True, synth_only=False):
     """The routed design (cached): with a model, the SoC of its geometry with placeholder contents in the B-ROMs
@@ -229,7 +252,10 @@ def build_routed(board, model, cfg, context, variant=None, sys_clk_freq=None, wi
     variant = board.variant(variant)
     freq = int(sys_clk_freq or board.sys_clk_freq)
     cached = cached_routed(board, model, cfg, context, variant, freq, with_ethernet, seed)
-    if cached and not synth_only:
+    if cached and synth_only:       # its netlist is this synthesis: report it, rebuild nothing
+        return _synth_report(cached.folder, _routed_folder(board, model, cfg, context, variant, freq, with_ethernet,
+                                                           seed)[1], board, variant, model, freq, {})
+    if cached:
         return cached
     folder, name = _routed_folder(board, model, cfg, context, variant, freq, with_ethernet, seed)
     gw = folder / "gateware"
@@ -276,9 +302,6 @@ def build_routed(board, model, cfg, context, variant=None, sys_clk_freq=None, wi
               if ln.split() and ln.split()[0] in ("yosys", "nextpnr-ecp5", "ecppack")]
     steps = {"yosys": "synthesis (yosys)", "nextpnr-ecp5": "place and route (nextpnr-ecp5)",
              "ecppack": "bitstream (ecppack)"}
-    if synth_only:
-        script = [a for a in script if a[0] == "yosys"]
-    worst = None
     for argv in script:
         exe = argv[0]
         if exe == "nextpnr-ecp5":
@@ -288,22 +311,13 @@ def build_routed(board, model, cfg, context, variant=None, sys_clk_freq=None, wi
             argv = argv[:i] + argv[i + 2:] + ["--seed", str(seed), "--router", "router2",
                                               "--report", "nextpnr_report.json"]
         times[exe] = run_step(steps[exe], [tool(exe)] + argv[1:], gw, gw / f"{exe}.log", progress)
+        if exe == "yosys" and synth_only:
+            return _synth_report(folder, name, board, variant, model, freq, times)
         if exe == "yosys":          # the deepest paths, seconds after synthesis instead of an hour of placement
-            try:
-                worst = write_logic_paths(gw / f"{name}.json", gw / "logic_paths.txt")
-            except Exception as e:          # (an estimate: never worth the build)
-                print(f"  (no logic path estimate: {e})", file=sys.stderr)
-            else:
-                if progress and worst:
-                    print(f"  deepest logic path about {worst:.1f} ns by rough delays, before placement: "
-                          f"{gw / 'logic_paths.txt'}", file=sys.stderr)
-    if synth_only:
-        from .logic_paths import cell_counts
-        report = {"board": board.name, "title": board.title, "variant": variant, "part": board.part(variant).name,
-                  "model": model.config.name if model else None, "sys_clk_hz": freq, "synth_only": True,
-                  "cells": cell_counts(gw / f"{name}.json"), "logic_path_ns": worst,
-                  "logic_paths": str(gw / "logic_paths.txt"), "seconds": {k: round(v, 1) for k, v in times.items()}}
-        return BoardBuild(folder, None, report, False)
+            worst = _analyse(gw, name)[0]
+            if progress and worst:
+                print(f"  deepest logic path about {worst:.1f} ns by rough delays, before placement: "
+                      f"{gw / 'logic_paths.txt'}", file=sys.stderr)
     if not bit.exists():
         raise RomaError(f"ecppack made no {bit.name} (log: {gw / 'ecppack.log'})")
     if model:

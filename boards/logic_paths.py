@@ -16,7 +16,7 @@ import argparse
 import json
 import math
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 # Rough ECP5 -6 delays in ns: the cell's own delay from an input to an output, and a routed net's.
@@ -64,7 +64,8 @@ def cell_delay(kind, src, dst):
 class Netlist:
     def __init__(self, path):
         data = json.loads(Path(path).read_text())
-        self.verilog = Path(path).with_suffix(".v").name
+        self.path = Path(path)
+        self.verilog = self.path.with_suffix(".v").name
         top = next((m for m in data["modules"].values() if m.get("attributes", {}).get("top")), None)
         if top is None:
             raise ValueError(f"{path}: no top module in this netlist")
@@ -189,24 +190,26 @@ class Netlist:
         return kind, ("" if hidden else name), src
 
 
-def cell_counts(netlist):
-    """{cell type: count} of the netlist's top module (LUT4, CCU2C, TRELLIS_FF, DP16KD, MULT18X18D, ...)."""
-    from collections import Counter
-    return dict(Counter(c["type"] for c in Netlist(netlist).cells.values()).most_common())
+def analyse(netlist, out_path, top=12):
+    """The report into a file, from one read of the netlist: (the worst path's estimate in ns, 0 for none;
+    {cell type: count} of the top module)."""
+    net = Netlist(netlist)
+    lines = []
+    worst = report(net, top, lines.append)
+    Path(out_path).write_text("\n".join(lines) + "\n")
+    return worst, dict(Counter(c["type"] for c in net.cells.values()).most_common())
 
 
 def write_logic_paths(netlist, out_path, top=12):
-    """The report into a file; returns the worst path's estimate (ns)."""
-    lines = []
-    worst = report(netlist, top, lines.append)
-    Path(out_path).write_text("\n".join(lines) + "\n")
-    return worst
+    """The report into a file; returns the worst path's estimate (ns, 0 for none)."""
+    return analyse(netlist, out_path, top)[0]
 
 
 def report(path, top=12, out=print):
-    """Print the `top` deepest paths, each from a distinct start; returns the worst one's estimate (ns)."""
-    net = Netlist(path)
-    verilog = Path(path).with_suffix(".v")
+    """Print the `top` deepest paths, each from a distinct start; returns the worst one's estimate (ns).
+    path: a netlist file, or a Netlist already read."""
+    net = path if isinstance(path, Netlist) else Netlist(path)
+    verilog = Path(net.path).with_suffix(".v")
     lines = verilog.read_text().splitlines() if verilog.exists() else []
     arrival, via = net.arrivals()
     ends = sorted(net.endpoints(arrival), reverse=True)

@@ -115,9 +115,10 @@ def _accel_config(args, board, variant, model):
     from roma.boards.fit import FPGA_VEC_LANES, plan
     from roma.soc.config import AccelConfig, default_config
     fit = plan(model, variant, context=args.context, lanes=args.lanes, macs_per_lane=args.macs)
-    if not fit.fits and not args.force:
+    if not fit.fits and not args.force and not getattr(args, "synth_only", False):
         raise RomaError(f"{fit.reason}\n(`roma fit --board {board.name} --model {args.model}` shows the numbers; "
-                        f"--force builds anyway, --bringup builds the board's SoC without the accelerator)")
+                        f"--force builds anyway, --synth-only synthesizes it, --bringup builds the board's SoC "
+                        f"without the accelerator)")
     n = fit.chosen
     if n is None and not args.lanes:
         raise RomaError("no configuration fits: give --lanes (and --macs) with --force")
@@ -165,13 +166,14 @@ def _synth_only(board, model, cfg, context, variant, freq, args):
                      synth_only=True)
     r = b.report
     part = board.part(variant)
-    cells = r["cells"]
+    cells = r["cells"] or {}
     luts = cells.get("LUT4", 0) + 2 * cells.get("CCU2C", 0)
     print(f"{r['model'] or 'bring-up SoC'} on {r['title']} ({r['part']}), synthesis only:")
     print(f"  LUT4 {cells.get('LUT4', 0):,} + CCU2C {cells.get('CCU2C', 0):,} (about {luts:,} LUT4 of {part.luts:,}), "
           f"FF {cells.get('TRELLIS_FF', 0):,}, DP16KD {cells.get('DP16KD', 0)} of {part.dp16kd}, "
-          f"MULT18X18D {cells.get('MULT18X18D', 0)}")
-    if r["logic_path_ns"] is not None:
+          f"MULT18X18D {cells.get('MULT18X18D', 0)} of {part.mult18}" if r["cells"] else
+          "  (the netlist could not be read: see the build's yosys.log)")
+    if r["logic_path_ns"]:
         print(f"  deepest path about {r['logic_path_ns']:.1f} ns by rough delays (not nextpnr's timing): "
               f"{r['logic_paths']}")
     if args.json:

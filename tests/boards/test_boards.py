@@ -258,6 +258,30 @@ def test_synth_only_reports_cells_and_paths(capsys):
         assert "ns  -> " in f.read()
 
 
+def test_synth_only_command_reports_without_a_bitstream(tmp_path, monkeypatch, capsys):
+    """`roma build --synth-only` prints the synthesis report it is given (no bitstream, no nextpnr), and reports
+    an unreadable netlist without failing."""
+    import roma.boards.bitstream as bs
+    from roma.host.cli import main
+    calls = []
+
+    def fake(board, model, cfg, context, variant, freq, ethernet, seed, progress, synth_only):
+        calls.append(synth_only)
+        cells = {"LUT4": 1000, "CCU2C": 50, "TRELLIS_FF": 900, "DP16KD": 3, "MULT18X18D": 4} if len(calls) == 1 else None
+        return bs.BoardBuild(tmp_path, None, {"model": None, "title": board.title, "part": "LFE5U-25F", "cells": cells,
+                                              "logic_path_ns": 12.5 if cells else None,
+                                              "logic_paths": "/x/logic_paths.txt" if cells else None}, False)
+    monkeypatch.setattr(bs, "build_routed", fake)
+    assert main(["build", "--board", "colorlight-i5", "--bringup", "--synth-only", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "about 1,100 LUT4 of 24,288" in out and "DP16KD 3 of 56" in out and "MULT18X18D 4 of 28" in out
+    assert "deepest path about 12.5 ns" in out and calls == [True]
+    assert main(["build", "--board", "colorlight-i5", "--bringup", "--synth-only", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "could not be read" in out and "deepest path" not in out
+    assert not list(tmp_path.iterdir())
+
+
 def test_load_command(monkeypatch, capsys):
     """`roma load` programs with openFPGALoader's board name, or says how to get the tool."""
     import roma.host.board_cli as bc
