@@ -198,7 +198,11 @@ def cached_routed(board, model, cfg, context, variant=None, sys_clk_freq=None, w
     """The finished routed design for these arguments (a BoardBuild), or None."""
     variant = board.variant(variant)
     freq = int(sys_clk_freq or board.sys_clk_freq)
-    folder, name = _routed_folder(board, model, cfg, context, variant, freq, with_ethernet, seed)
+    return _finished(*_routed_folder(board, model, cfg, context, variant, freq, with_ethernet, seed), model)
+
+
+def _finished(folder, name, model):
+    """The finished routed design in this build folder (a BoardBuild), or None."""
     bit = folder / "gateware" / (f"{name}.placeholder.bit" if model else f"{name}.bit")
     report = folder / "report.json"
     return BoardBuild(folder, bit, json.loads(report.read_text()), True) if bit.exists() and report.exists() else None
@@ -251,13 +255,12 @@ def build_routed(board, model, cfg, context, variant=None, sys_clk_freq=None, wi
 
     variant = board.variant(variant)
     freq = int(sys_clk_freq or board.sys_clk_freq)
-    cached = cached_routed(board, model, cfg, context, variant, freq, with_ethernet, seed)
+    folder, name = _routed_folder(board, model, cfg, context, variant, freq, with_ethernet, seed)
+    cached = _finished(folder, name, model)
     if cached and synth_only:       # its netlist is this synthesis: report it, rebuild nothing
-        return _synth_report(cached.folder, _routed_folder(board, model, cfg, context, variant, freq, with_ethernet,
-                                                           seed)[1], board, variant, model, freq, {})
+        return _synth_report(folder, name, board, variant, model, freq, {})
     if cached:
         return cached
-    folder, name = _routed_folder(board, model, cfg, context, variant, freq, with_ethernet, seed)
     gw = folder / "gateware"
     bit, report_path = gw / f"{name}.bit", folder / "report.json"
     routed_bit = gw / f"{name}.placeholder.bit" if model else bit

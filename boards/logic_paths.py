@@ -64,8 +64,7 @@ def cell_delay(kind, src, dst):
 class Netlist:
     def __init__(self, path):
         data = json.loads(Path(path).read_text())
-        self.path = Path(path)
-        self.verilog = self.path.with_suffix(".v").name
+        self.verilog = Path(path).with_suffix(".v")      # the design's Verilog, beside its netlist
         top = next((m for m in data["modules"].values() if m.get("attributes", {}).get("top")), None)
         if top is None:
             raise ValueError(f"{path}: no top module in this netlist")
@@ -102,7 +101,6 @@ class Netlist:
                 if c["port_directions"].get(port) == "output":
                     outputs[cname] += [(port, b) for b in bits if isinstance(b, int)]
         pending = {}                            # combinational cell -> inputs not yet arrived
-        ready = []
         for cname, c in self.cells.items():
             kind = c["type"]
             if kind in SEQUENTIAL:
@@ -182,7 +180,7 @@ class Netlist:
         src = ""
         if drv:
             # (only the design's own Verilog: abc's cells also name yosys's library files)
-            m = re.search(re.escape(self.verilog) + r":(\d+)", self.cells[drv[0]].get("attributes", {}).get("src", ""))
+            m = re.search(re.escape(self.verilog.name) + r":(\d+)", self.cells[drv[0]].get("attributes", {}).get("src", ""))
             src = f"v:{m.group(1)}" if m else ""
             kind = self.cells[drv[0]]["type"]
         else:
@@ -200,17 +198,11 @@ def analyse(netlist, out_path, top=12):
     return worst, dict(Counter(c["type"] for c in net.cells.values()).most_common())
 
 
-def write_logic_paths(netlist, out_path, top=12):
-    """The report into a file; returns the worst path's estimate (ns, 0 for none)."""
-    return analyse(netlist, out_path, top)[0]
-
-
 def report(path, top=12, out=print):
     """Print the `top` deepest paths, each from a distinct start; returns the worst one's estimate (ns).
     path: a netlist file, or a Netlist already read."""
     net = path if isinstance(path, Netlist) else Netlist(path)
-    verilog = Path(net.path).with_suffix(".v")
-    lines = verilog.read_text().splitlines() if verilog.exists() else []
+    lines = net.verilog.read_text().splitlines() if net.verilog.exists() else []
     arrival, via = net.arrivals()
     ends = sorted(net.endpoints(arrival), reverse=True)
     if not ends:

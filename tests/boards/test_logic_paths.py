@@ -7,7 +7,7 @@ import json
 import pytest
 
 from roma.boards.logic_paths import CARRY_IN, CARRY_SUM, CARRY_THROUGH, FF_CLK_TO_Q, LUT, NET, SETUP, WIDE_MUX, \
-    Netlist, write_logic_paths
+    Netlist, analyse
 
 
 def _cell(kind, dirs, conns):
@@ -92,7 +92,8 @@ def test_combinational_loops_are_counted_not_followed(tmp_path):
 
 
 def test_report_names_the_deepest_path(netlist, tmp_path):
-    worst = write_logic_paths(netlist, tmp_path / "paths.txt", top=2)
+    worst, cells = analyse(netlist, tmp_path / "paths.txt", top=2)
+    assert cells == {"TRELLIS_FF": 4, "LUT4": 2, "CCU2C": 2, "PFUMX": 1}
     text = (tmp_path / "paths.txt").read_text()
     net = Netlist(netlist)
     assert worst == pytest.approx(max(net.endpoints(net.arrivals()[0]))[0])
