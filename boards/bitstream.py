@@ -336,7 +336,7 @@ def build_routed(board, model, cfg, context, variant=None, sys_clk_freq=None, wi
         "board": board.name, "title": board.title, "variant": variant, "part": board.part(variant).name,
         "model": model.config.name if model else None, "lanes": cfg.lanes if model else None,
         "macs_per_lane": cfg.macs_per_lane if model else None, "multiplier": cfg.multiplier if model else None,
-        "vec_lanes": cfg.vec_lanes if model else None,
+        "vec_lanes": cfg.vec_lanes if model else None, "pipeline": cfg.pipeline if model else None,
         "context": acc.geo.context if model else None, "ethernet": with_ethernet,
         "sys_clk_hz": freq, "fmax_mhz": achieved, "fmax_clock": clk, "timing_met": achieved >= freq / 1e6,
         "utilization": {k: {"used": u, "available": a} for k, (u, a) in sorted(util.items())},

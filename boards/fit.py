@@ -36,6 +36,7 @@ SIM_HINT = "Run it on the simulator instead: roma generate --model {m} --target 
 # the vector unit's widths tried on a part, widest first (soc/config.py: each of its lanes needs about 20
 # MULT18X18D, so the simulator's 32 would take an 85F's 156 several times over)
 FPGA_VEC_LANES = (8, 4, 2)
+FPGA_PIPELINE = "deep"      # registers for a part's clock (soc/config.py; the simulator's is "short")
 
 
 # Memories ---------------------------------------------------------------------------------------------------
@@ -108,6 +109,14 @@ LUTS_LUT_UNIT = 4_000       # a LUT-multiplier unit's multiples of the broadcast
 LUTS_LANE = 1_450           # a lane's pipeline (beat sum, scale stage, shift, accumulate, round)
 LUTS_LUT_MAC = 115          # a LUT-multiplier MAC: its choice among the multiples
 LUTS_SRAM_LANE = 2_000      # an H-unit lane (16-bit products on MULT18X18D)
+# the share of a part's LUT4s a chosen configuration may take, so that it routes: nextpnr's router had not
+# converged on the 4 x 8 accelerator at 81% of an 85F after 15 minutes of router2 and 17 of router1 (README,
+# Boards), where the bring-up SoCs route in a minute
+LUT_BUDGET = 0.70
+
+
+def lut_budget(part):
+    return int(part.luts * LUT_BUDGET)
 
 
 def unit_luts(unit):
@@ -275,7 +284,8 @@ def measure(model, cfg, context):
 
 def _fixed_over(need, part):
     f = need.fixed
-    return f["dp16kd"] > part.dp16kd or f["mult18"] > part.mult18 or f["ffs"] > part.ffs or f["luts"] > part.luts
+    return f["dp16kd"] > part.dp16kd or f["mult18"] > part.mult18 or f["ffs"] > part.ffs \
+        or f["luts"] > lut_budget(part)
 
 
 def _shortfalls(dp16kd, mult18, ffs, luts, part, mult18_where=""):
@@ -287,14 +297,16 @@ def _shortfalls(dp16kd, mult18, ffs, luts, part, mult18_where=""):
         short.append(f"{mult18:,} MULT18X18D of {part.mult18}{mult18_where}")
     if ffs > part.ffs:
         short.append(f"{ffs:,} flip-flops for RAMs with two write ports, of {part.ffs:,}")
-    if luts > part.luts:
-        short.append(f"about {luts:,} LUT4s of logic, of {part.luts:,}")
+    if luts > lut_budget(part):
+        short.append(f"about {luts:,} LUT4s of logic, over {lut_budget(part):,} ({LUT_BUDGET:.0%} of the "
+                     f"{part.luts:,} of the part, the most that routes)")
     return short
 
 
 def plan(model, variant, context=None, lanes=None, macs_per_lane=None, multiplier=None):
     """The fit of `model` on an ECP5 part ("25F", "45F", "85F"): the widest lane count (then vector unit) whose
-    block RAMs and multipliers fit, or the reason none does."""
+    block RAMs and multipliers fit, and whose logic stays within LUT_BUDGET of the part; or the reason none
+    does."""
     from roma.gateware.accel_build import sram_bits
     from roma.gateware.program import Geometry
     from roma.host.report import rom_bits
@@ -338,7 +350,8 @@ def plan(model, variant, context=None, lanes=None, macs_per_lane=None, multiplie
     for n, vl in [(n, v) for n in lane_candidates(c, lanes) for v in FPGA_VEC_LANES]:
         for ctx in passing:
             try:
-                need, _ = measure(model, AccelConfig(lanes=n, macs_per_lane=macs, multiplier=mul, vec_lanes=vl), ctx)
+                need, _ = measure(model, AccelConfig(lanes=n, macs_per_lane=macs, multiplier=mul, vec_lanes=vl,
+                                                    pipeline=FPGA_PIPELINE), ctx)
             except ConfigError as e:
                 if lanes:
                     raise RomaError(str(e)) from e
@@ -346,15 +359,16 @@ def plan(model, variant, context=None, lanes=None, macs_per_lane=None, multiplie
             need.context = ctx
             r.tried.append(need)
             if need.dp16kd_total <= part.dp16kd and need.mult18_total <= part.mult18 and need.ram_ffs <= part.ffs \
-                    and need.luts_total <= part.luts:
+                    and need.luts_total <= lut_budget(part):
                 r.fits, r.chosen, r.context, r.kv_bits = True, need, ctx, kv_bits(ctx)
                 r.reason = (f"fits with {n} lanes x {macs} MACs ({mul} multipliers), a {vl}-lane vector unit and "
                             f"context {ctx}: "
                             f"{need.dp16kd_total} of {part.dp16kd} DP16KD, {need.mult18_total} of {part.mult18} "
-                            f"MULT18X18D, about {need.luts_total:,} of {part.luts:,} LUT4")
+                            f"MULT18X18D, about {need.luts_total:,} of {part.luts:,} LUT4 "
+                            f"({need.luts_total / part.luts:.0%}; at most {LUT_BUDGET:.0%} routes)")
                 return r
             if need.mult18_total > part.mult18 or need.ram_ffs > part.ffs \
-                    or need.luts_total - need.rom_luts > part.luts:
+                    or need.luts_total - need.rom_luts > lut_budget(part):
                 break
     all_fixed_over = bool(r.tried) and all(_fixed_over(t, part) for t in r.tried)
     best = min(r.tried, key=lambda t: t.dp16kd_total / part.dp16kd + t.mult18_total / part.mult18

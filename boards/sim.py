@@ -187,6 +187,7 @@ def _build_gateware(model, cfg, context, lora_size, gw, progress, threads=1):
             "context": acc.geo.context, "rom_init": rom_init, "lora_groups": acc.lora_groups,
             "lora_rows": acc.lora_rows, "rom_words": soc.integrated_rom_size // 4,
             "cmds_preloaded": len(acc.dut.cmds.init), "multiplier": cfg.multiplier, "vec_lanes": cfg.vec_lanes,
+            "pipeline": cfg.pipeline,
             "threads": threads,
             "image_bytes": sum(m["bytes"] for m in mems if m["file"])}
     (gw / "build.json").write_text(json.dumps(info, indent=1))

@@ -26,7 +26,7 @@ from roma.host.golden.numerics import ACT_BITS, GROUP, VEC_BITS
 from .arith import log2_exact
 from .counters import COUNTERS
 from .gemv import ABASE_BITS, GEMVUnit, SRAMUnit
-from .vector_unit import LATENCY, VectorUnit
+from .vector_unit import VectorUnit
 
 UNITS = {"V": 0, "L": 1, "H": 2, "D": 3}   # D: the LM head (its own ROM)
 TARGETS = {"L": 0, "H": 1, "K": 2, "V": 3}
@@ -315,8 +315,8 @@ class Accelerator(Module):
                                    "H": (vh["tgt"] == TARGETS["H"]) | vh["dual"], "D": vh["to_head"]}[t])
             self.comb += [u.act.w.adr.eq(V.act_adr), u.act.w.dat_w.eq(V.act_dat), u.act.w.we.eq(V.act_we & to_me)]
             # chaining: a GEMV reading the activation words the running vector op writes waits word by word
-            self.comb += u.hold.eq(V.busy & V.writes_act & to_me & (u.act_adr >= V.act_base + V.act_written)
-                                   & (u.act_adr < V.act_base + V.n))
+            self.comb += u.hold.eq(V.busy & V.writes_act & to_me & (u.act_adr >= V.act_next)
+                                   & (u.act_adr < V.act_stop))
         # the KV writer starts when a K/V-target op finishes, with that op's fields
         kv_start = Signal()
         self.comb += kv_start.eq(V.done & (vh["tgt"] >= TARGETS["K"]))
@@ -377,8 +377,8 @@ class Accelerator(Module):
         # slots. The VM has one write port, and the vector unit's own results take it first: a row step that
         # finds it taken, or earlier ones queued, waits in a small queue (drained whenever the port is free).
         # The queue is never full: from GQ_HOLD entries on (one cycle later between the beats of a RoPE pair), the
-        # vector unit issues nothing (V.hold), so its writes stop within LATENCY cycles while at most one row step
-        # a cycle comes in: at most GQ_HOLD + LATENCY entries
+        # vector unit issues nothing (V.hold), so its writes stop within V.latency cycles while at most one row
+        # step a cycle comes in: at most GQ_HOLD + V.latency entries
         lanes, LINE = cfg.lanes, V.line
         spl = LINE // lanes             # row steps per line
         src_valid = Signal()
@@ -386,7 +386,7 @@ class Accelerator(Module):
         src = [Signal((VEC_BITS, True)) for _ in range(lanes)]
         self.comb += [If(u.busy, src_valid.eq(u.out_valid), src_row.eq(u.out_row),
                          *[s.eq(o) for s, o in zip(src, u.out)]) for _, u in gemvs]
-        g_dst, g_rows, drained = Signal(16), Signal(16), Signal(16)     # the running GEMV's, latched at its start
+        g_dst = Signal(16)              # the running GEMV's, latched at its start
         g_start = Signal()
         self.comb += g_start.eq(reduce(or_, [starts[n] for n, _ in gemvs]))
         slot_bits = max(1, bits_for(spl - 1))
@@ -396,7 +396,7 @@ class Accelerator(Module):
             entry.slot.eq(_mod(src_row, spl)),
             entry.data.eq(Cat(*[s[:VEC_BITS] for s in src])),
         ]
-        self.submodules.gq = gq = SyncFIFO(len(entry), GQ_HOLD + LATENCY + 1)    # (see the hold below)
+        self.submodules.gq = gq = SyncFIFO(len(entry), GQ_HOLD + V.latency + 1)    # (see the hold below)
         self.comb += gq_busy.eq(gq.readable)
         to_vm = Record(entry.layout)
         direct, pop = Signal(), Signal()
@@ -407,8 +407,7 @@ class Accelerator(Module):
             gq.re.eq(pop),
             to_vm.raw_bits().eq(Mux(gq.readable, gq.dout, entry.raw_bits())),
         ]
-        self.sync += If(g_start, g_dst.eq(f["dst"]), g_rows.eq(f["rows"]), drained.eq(0)) \
-            .Elif(direct | pop, drained.eq(drained + 1))
+        self.sync += If(g_start, g_dst.eq(f["dst"]))
         vw = V.vm_w
         self.comb += If(self.busy,
             vw.adr.eq(to_vm.adr), vw.dat_w.eq(Replicate(to_vm.data, spl)),
@@ -418,9 +417,11 @@ class Accelerator(Module):
             vw.adr.eq(self.vm_adr), vw.dat_w.eq(self.vm_dat_w), vw.we.eq(self.vm_we),
         )
         # chaining: a vector op reading the running GEMV's output waits line by line, while a line holds elements
-        # still to be written (elements [dst * 32 + drained * lanes, dst * 32 + rows * lanes))
+        # still to be written (elements [lo, hi): from dst * 32 + (row steps drained so far) * lanes to
+        # dst * 32 + rows * lanes; in registers, as the hold is on the vector unit's issue path)
         lo, hi = Signal(24), Signal(24)
-        self.comb += lo.eq((g_dst << 5) + drained * lanes), hi.eq((g_dst << 5) + g_rows * lanes)
+        self.sync += If(g_start, lo.eq(f["dst"] << 5), hi.eq((f["dst"] << 5) + f["rows"] * lanes)) \
+            .Elif(direct | pop, lo.eq(lo + lanes))
 
         def pending(line):
             return ~gemv_idle & (line * LINE < hi) & (line * LINE + LINE > lo)

@@ -92,22 +92,25 @@ class LaneArray(Module):
             first_group.eq(grp == 0), last_group.eq(grp == self.groups - 1),
             last_all.eq(last_beat & last_group & (row == self.rows - 1)),
         ]
+        # the activation word read, abase + grp, counted in a register beside grp (the chaining's hold compares
+        # it, and the issue waits on the hold)
         self.sync += [
             If(self.start & ~self.busy,
                 issuing.eq(1), row.eq(0), grp.eq(0), beat.eq(0), widx.eq(self.word_base),
-                row_start.eq(self.word_base),
+                row_start.eq(self.word_base), self.act_adr.eq(self.abase),
             ).Elif(issuing & ~self.hold,
                 If(last_beat,
                     beat.eq(0), widx.eq(widx + 1),
                     If(last_group,
                         grp.eq(0), row.eq(row + 1), widx.eq(row_start + step), row_start.eq(row_start + step),
+                        self.act_adr.eq(self.abase),
                         If(last_all, issuing.eq(0)),
-                    ).Else(grp.eq(grp + 1)),
+                    ).Else(grp.eq(grp + 1), self.act_adr.eq(self.act_adr + 1)),
                 ).Else(beat.eq(beat + 1)),
             )
         ]
         # memories read at the issue cycle; control delayed by the read latency --------------------------
-        self.comb += act.r.adr.eq(self.abase + grp), self.act_adr.eq(self.abase + grp)
+        self.comb += act.r.adr.eq(self.act_adr)
         # a held cycle goes down the lanes as a bubble (they accumulate only valid beats)
         ctrl = Cat(issuing & ~self.hold, first_beat, last_beat, first_group, last_group)
         ctrl_d = Signal(len(ctrl))
@@ -124,6 +127,17 @@ class LaneArray(Module):
         acts = [Signal((A, True)) for _ in range(M)]
         for j, a in enumerate(acts):
             self.comb += Case(beat_d, {k: a.eq(word[(k * M + j) * A:(k * M + j + 1) * A]) for k in range(beats)})
+        # deep (an FPGA's clock): what the memories read goes to the lanes a cycle later, from registers (the
+        # activation word's beat, from which the LUT multipliers' candidates are made; each lane's weights)
+        deep = cfg.pipeline == "deep"
+
+        def later(*sigs):
+            if not deep:
+                return sigs
+            regs = [Signal.like(x) for x in sigs]
+            self.sync += [r.eq(x) for r, x in zip(regs, sigs)]
+            return regs
+        v_d, fb_d, lb_d, fg_d, lg_d, ea, gsum, *acts = later(v_d, fb_d, lb_d, fg_d, lg_d, ea, gsum, *acts)
 
         candidates = None
         if cfg.multiplier == "lut" and wbits is None:
@@ -145,13 +159,14 @@ class LaneArray(Module):
             self.specials += rp, ep
             lane = MACLane(cfg, candidates, wbits=wbits, wsigned=wsigned, scaled=smem is not None)
             setattr(self.submodules, f"lane{b}", lane)
+            codes, er = later(rp.dat_r, ep.dat_r)
             self.comb += [
                 rp.adr.eq(Mux(idle, self.peek_widx * beats + self.peek_beat, widx * beats + beat)),
                 ep.adr.eq(Mux(idle, self.peek_row, self.row_base + row)),
-                lane.codes.eq(rp.dat_r), *[l.eq(a) for l, a in zip(lane.acts, acts)],
+                lane.codes.eq(codes), *[l.eq(a) for l, a in zip(lane.acts, acts)],
                 lane.valid.eq(v_d), lane.first_beat.eq(fb_d), lane.last_beat.eq(lb_d),
                 lane.first_group.eq(fg_d), lane.last_group.eq(lg_d),
-                lane.gsum.eq(gsum), lane.ea.eq(ea), lane.er.eq(ep.dat_r),
+                lane.gsum.eq(gsum), lane.ea.eq(ea), lane.er.eq(er),
                 self.out[b].eq(lane.out),
             ]
             self.peek_codes.append(rp.dat_r)
@@ -159,15 +174,17 @@ class LaneArray(Module):
             if smem is not None:
                 sp = smem.get_port()
                 self.specials += sp
-                self.comb += [sp.adr.eq(Mux(idle, self.peek_widx, widx)), lane.dq.eq(sp.dat_r[:cfg.scale_bits]),
-                              lane.mq.eq(sp.dat_r[cfg.scale_bits:])]
+                sd, = later(sp.dat_r)
+                self.comb += [sp.adr.eq(Mux(idle, self.peek_widx, widx)), lane.dq.eq(sd[:cfg.scale_bits]),
+                              lane.mq.eq(sd[cfg.scale_bits:])]
                 self.peek_scales.append(sp.dat_r)
             else:
                 self.comb += [lane.dq.eq(1), lane.mq.eq(0)]
             if gmem is not None:
                 gp = gmem.get_port()
                 self.specials += gp
-                self.comb += [gp.adr.eq(widx), lane.ew.eq(gp.dat_r)]
+                ew, = later(gp.dat_r)
+                self.comb += [gp.adr.eq(widx), lane.ew.eq(ew)]
             if b == 0:
                 self.comb += self.out_valid.eq(lane.out_valid)
 
@@ -183,7 +200,7 @@ class LaneArray(Module):
             If(v_d, self.cnt_mac.eq(self.cnt_mac + 1)),
             If(issuing & self.hold, self.cnt_hold.eq(self.cnt_hold + 1)),
         ]
-        self.latency = READ_LATENCY + lane_latency(cfg, scaled=lane_mems[0][1] is not None)
+        self.latency = READ_LATENCY + int(deep) + lane_latency(cfg, scaled=lane_mems[0][1] is not None)
 
 
 class GEMVUnit(LaneArray):

@@ -7,6 +7,9 @@ Per row: y = saturate(round(acc >> (ACC_FRAC - VEC_FRAC))).
 
 Pipeline (one beat per cycle, no bubbles between groups or rows):
   cycle 1 products and their sum | 2 group sum P | 3 T | 4 shift | 5 accumulate | 6 round, saturate
+With cfg.pipeline "deep" (an FPGA's clock) the products are registered before their sum, one cycle more; the
+lane array then also registers the lane's inputs (lane_latency counts the products' register,
+LaneArray.latency the inputs').
 Without scales (SRAM weights: dq = 1, mq = 0) T is P itself: no multiplier. With scales and at least two beats
 per group, T's two products take turns on one multiplier over two cycles (a group's P comes at most every other
 cycle), one cycle more (lane_latency): half the MULT18X18D of the lane's scale stage on an FPGA.
@@ -23,7 +26,7 @@ def shares_scale_multiplier(cfg, scaled=True):
 
 def lane_latency(cfg, scaled=True):
     """Cycles from a beat's codes to the row's result leaving the lane (its last beat's)."""
-    return PIPELINE_CYCLES + int(shares_scale_multiplier(cfg, scaled))
+    return PIPELINE_CYCLES + int(shares_scale_multiplier(cfg, scaled)) + int(cfg.pipeline == "deep")
 
 
 def rshift_round(x, s):
@@ -66,25 +69,32 @@ class MACLane(Module):
         for j in range(M):
             q = Signal((b, wsigned))
             self.comb += q.eq(self.codes[j * b:(j + 1) * b])
+            p = Signal((prod_bits if candidates is not None else b + cfg.act_bits + int(not wsigned), True))
             if candidates is None:      # "dsp", or not the base code format (H-unit's 16-bit, a signed head)
-                products.append(q * self.acts[j])
+                self.comb += p.eq(q * self.acts[j])
             else:
-                p = Signal((prod_bits, True))
                 self.comb += p.eq(Array(candidates[j])[q])
-                products.append(p)
+            products.append(p)
+        ins = [self.valid, self.first_beat, self.last_beat, self.first_group, self.last_group,
+               self.gsum, self.ea, self.er, self.ew, self.dq, self.mq]
+        if cfg.pipeline == "deep":      # the products in registers (with the beat's inputs), summed a cycle later
+            regd = [Signal.like(p) for p in products]
+            self.sync += If(self.valid, *[r.eq(p) for r, p in zip(regd, products)])
+            later = [Signal.like(x) for x in ins]
+            self.sync += [r.eq(x) for r, x in zip(later, ins)]
+            products, ins = regd, later
+        valid, first_beat, last_beat, first_group, last_group, gsum, ea, er, ew, dq, mq = ins
         beat = Signal((pbits, True))
         v1, fb1, lb1, fg1, lg1 = (Signal() for _ in range(5))
         gsum1 = Signal.like(self.gsum)
         shift1 = Signal((cfg.exp_bits + 3, True))
         dq1, mq1 = Signal.like(self.dq), Signal.like(self.mq)
         self.sync += [
-            If(self.valid, beat.eq(sum(products))),
-            v1.eq(self.valid), fb1.eq(self.first_beat), lb1.eq(self.last_beat),
-            fg1.eq(self.first_group), lg1.eq(self.last_group),
+            If(valid, beat.eq(sum(products))),
+            v1.eq(valid), fb1.eq(first_beat), lb1.eq(last_beat), fg1.eq(first_group), lg1.eq(last_group),
         ]
-        self.sync += If(self.valid & self.last_beat,
-                        gsum1.eq(self.gsum), shift1.eq(self.ea + self.er + self.ew + cfg.acc_frac),
-                        dq1.eq(self.dq), mq1.eq(self.mq))
+        self.sync += If(valid & last_beat,
+                        gsum1.eq(gsum), shift1.eq(ea + er + ew + cfg.acc_frac), dq1.eq(dq), mq1.eq(mq))
 
         # 2: group product sum P --------------------------------------------------------------------
         psum = Signal((pbits, True))

@@ -112,7 +112,7 @@ def format_report(r):
 def _accel_config(args, board, variant, model):
     """(AccelConfig, context) for `roma build` and `roma swap`: the lanes and context `roma fit` chooses unless
     given. Refuses a configuration that does not fit unless --force."""
-    from roma.boards.fit import FPGA_VEC_LANES, plan
+    from roma.boards.fit import FPGA_VEC_LANES, FPGA_PIPELINE, plan
     from roma.soc.config import AccelConfig, default_config
     fit = plan(model, variant, context=args.context, lanes=args.lanes, macs_per_lane=args.macs)
     if not fit.fits and not args.force and not getattr(args, "synth_only", False):
@@ -124,9 +124,10 @@ def _accel_config(args, board, variant, model):
         raise RomaError("no configuration fits: give --lanes (and --macs) with --force")
     if n is None:       # refused on bits alone: nothing was elaborated, take the smallest shapes
         return AccelConfig(lanes=args.lanes, macs_per_lane=args.macs or default_config(model.config).macs_per_lane,
-                           multiplier="lut", vec_lanes=FPGA_VEC_LANES[-1]), fit.context
+                           multiplier="lut", vec_lanes=FPGA_VEC_LANES[-1], pipeline=FPGA_PIPELINE), \
+            fit.context
     cfg = AccelConfig(lanes=args.lanes or n.lanes, macs_per_lane=args.macs or n.macs_per_lane,
-                      multiplier=n.multiplier, vec_lanes=n.vec_lanes)
+                      multiplier=n.multiplier, vec_lanes=n.vec_lanes, pipeline=FPGA_PIPELINE)
     return cfg, fit.context
 
 

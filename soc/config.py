@@ -15,6 +15,7 @@ class ConfigError(RomaError):
 
 
 MULTIPLIERS = ("dsp", "lut")
+PIPELINES = ("short", "deep")
 CODE_BITS = (4, 2)
 
 
@@ -26,6 +27,10 @@ class AccelConfig:
                                 # (each lane has about 20 18x18 multipliers: narrow for an FPGA, wide to simulate)
     code_bits: int = 4          # base-weight code width
     multiplier: str = "dsp"     # "dsp": q * a (MULT18X18D on ECP5); "lut": q selects a broadcast multiple of a
+    pipeline: str = "short"     # "deep": a register after about every adder, shift, multiplexer tree or table
+                                # read (an FPGA's clock: the vector unit's stages, the LUT multipliers' choice);
+                                # "short": only where a block RAM answers (fewer cycles: the simulator's). The
+                                # same arithmetic either way
     lora_rank: int = 0          # adapters of up to this rank (padded to 32) on any projections fit the H-unit's
                                 # SRAM beside the KV cache, loaded over the link; 0: no adapter capacity
     rom_bits: int = 0           # B-ROM capacity (base layers and LM head); 0: as much as the model needs
@@ -36,6 +41,8 @@ class AccelConfig:
             raise ConfigError(f"code_bits={self.code_bits}: supported widths are {CODE_BITS}")
         if self.multiplier not in MULTIPLIERS:
             raise ConfigError(f"multiplier={self.multiplier!r}: choose one of {MULTIPLIERS}")
+        if self.pipeline not in PIPELINES:
+            raise ConfigError(f"pipeline={self.pipeline!r}: choose one of {PIPELINES}")
         if self.macs_per_lane < 1 or GROUP % self.macs_per_lane:
             raise ConfigError(f"macs_per_lane={self.macs_per_lane}: must divide the group size {GROUP}")
         if self.vec_lanes < 1 or GROUP % self.vec_lanes:

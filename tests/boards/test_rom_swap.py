@@ -310,9 +310,10 @@ def test_accelerator_build_routes_once_and_swaps(tiny, monkeypatch):
     board = get_board("ulx3s")
     # the configuration `roma build --force` takes: the lanes given, the multipliers and vector unit of the
     # closest fit
-    from roma.boards.fit import plan
+    from roma.boards.fit import FPGA_PIPELINE, plan
     near = plan(tiny, "85F", context=64, lanes=2).chosen
-    cfg = AccelConfig(lanes=2, macs_per_lane=8, multiplier=near.multiplier, vec_lanes=near.vec_lanes)
+    cfg = AccelConfig(lanes=2, macs_per_lane=8, multiplier=near.multiplier, vec_lanes=near.vec_lanes,
+                      pipeline=FPGA_PIPELINE)
     args = ["--board", "ulx3s", "--model", "tiny-260k", "--lanes", "2", "--force", "--context", "64"]
     assert main(["build", *args, "--no-sim"]) == 0
     assert steps == ["yosys", "nextpnr-ecp5", "ecppack"]

@@ -32,6 +32,7 @@ def run_gemv(cfg, mats, which, qa, ea, timeout=100000):
                              entry["groups"], timeout)
         stats["busy"] = (yield dut.cnt_busy) - c0
         stats["mac"] = yield dut.cnt_mac
+        stats["latency"] = dut.latency
 
     run_simulation(dut, tb())
     return y, stats

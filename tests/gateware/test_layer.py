@@ -4,6 +4,7 @@ cache filling up, bit for bit against the golden model; and its cycle count agai
 import numpy as np
 import pytest
 
+from roma.boards.fit import FPGA_PIPELINE
 from roma.gateware.accel_sim import AcceleratorSim
 from roma.gateware.verilator import verilator_available
 from roma.host.golden.model import GoldenModel
@@ -65,11 +66,11 @@ def test_layer0_with_gated_clocks_same_result_and_cycles(setup):
 
 
 def test_layer0_in_the_fpga_shape():
-    """The FPGA shape: LUT multipliers in the B-ROM lanes, and a 2-lane vector unit (16 beats per VM word)
+    """The FPGA shape: LUT multipliers in the B-ROM lanes, and a 2-lane deep vector unit (16 beats per VM word)
     chained with the GEMVs (reads held mid-word for rows not yet written, activations handed on word by word):
     the same layer, bit for bit."""
     model = tiny_model("tiny-260k")
-    cfg = AccelConfig(lanes=8, macs_per_lane=8, vec_lanes=2, multiplier="lut")
+    cfg = AccelConfig(lanes=8, macs_per_lane=8, vec_lanes=2, multiplier="lut", pipeline=FPGA_PIPELINE)
     acc = AcceleratorSim(model, cfg, context=CONTEXT)
     tokens = [1, 57, 300]
     xs, want = golden_layer0(model, tokens)

@@ -62,11 +62,13 @@ def test_lora_matrix(rank):
     assert np.array_equal(got, gemv_act(PreparedMatrix(A), qa, ea)[0])
 
 
-def test_attention_scores_over_k_cache():
+@pytest.mark.parametrize("pipeline", ["short", "deep"])
+def test_attention_scores_over_k_cache(pipeline):
     """Scores q . K over 8 cached positions, head_dim 64: the exponent of each (position, group) comes from the
-    cache. The unit computes the rounded dot products; the 1/sqrt(head_dim) scale follows in the vector unit."""
+    cache. The unit computes the rounded dot products; the 1/sqrt(head_dim) scale follows in the vector unit.
+    (Deep: the FPGA's registers after the memories and the multipliers.)"""
     rng = np.random.default_rng(5)
-    cfg = AccelConfig(lanes=4, macs_per_lane=8)
+    cfg = AccelConfig(lanes=4, macs_per_lane=8, pipeline=pipeline)
     P, hd = 8, 64
     kq, ke = quantize_act(to_vector(rng.normal(size=(P, hd)) * 3))
     qq, qe = quantize_act(to_vector(rng.normal(size=(1, hd)) * 2))

@@ -12,17 +12,20 @@ from roma.host.golden.numerics import GROUP, VEC_BITS
 from roma.soc.config import AccelConfig
 
 CFG = AccelConfig(lanes=4, macs_per_lane=8)
-VEC_LANES = (32, 2)         # the simulator's full width and the narrowest FPGA one (16 beats per word)
+# (vec_lanes, pipeline): the simulator's shape (full width, short pipeline) and the narrowest FPGA one (16
+# beats per word, every stage a register)
+SHAPES = ((32, "short"), (2, "deep"))
 
 
 class VectorBench:
     """Collects a script (loads, commands, reads), runs it once, then fills in the results."""
 
-    def __init__(self, dim=64, eps=1e-5, head_dim=32, context=64, theta=10000.0, vm_words=32, vec_lanes=32):
+    def __init__(self, dim=64, eps=1e-5, head_dim=32, context=64, theta=10000.0, vm_words=32, vec_lanes=32,
+                 pipeline="short"):
         self.dim = dim
         self.cos, self.sin = F.rope_tables(head_dim, context, theta)
-        dut = VectorUnit(replace(CFG, vec_lanes=vec_lanes), vm_words, dim, F.eps_q(eps), [0] * (dim // GROUP), head_dim=head_dim,
-                         context=context, ve_words=8)
+        dut = VectorUnit(replace(CFG, vec_lanes=vec_lanes, pipeline=pipeline), vm_words, dim, F.eps_q(eps),
+                         [0] * (dim // GROUP), head_dim=head_dim, context=context, ve_words=8)
         dut.set_rope(self.cos, self.sin)
         ios = {"op": dut.op, "a": dut.a, "b": dut.b, "dst": dut.dst, "aux": dut.aux, "n": dut.n,
                "count": dut.count, "abase": dut.abase, "qout": dut.qout, "e": dut.e, "start": dut.start, "busy": dut.busy, "done": dut.done,
@@ -32,7 +35,7 @@ class VectorBench:
                "ve_w_adr": dut.ve_w.adr, "ve_w_dat": dut.ve_w.dat_w, "ve_w_we": dut.ve_w.we,
                "g_w_adr": dut.gamma_w.adr, "g_w_dat": dut.gamma_w.dat_w, "g_w_we": dut.gamma_w.we,
                "cnt_busy": dut.cnt_busy}
-        self.sim = VerilatorSim(dut, ios, f"vector_unit_d{dim}_h{head_dim}_c{context}_v{vec_lanes}")
+        self.sim = VerilatorSim(dut, ios, f"vector_unit_d{dim}_h{head_dim}_c{context}_v{vec_lanes}_{pipeline}")
         self.line, self.lpw, self.vec_lanes = dut.line, dut.lines_per_word, vec_lanes
         self.lines = ["watch act_we act_adr act_dat"]
         self.reads = []
@@ -60,11 +63,15 @@ class VectorBench:
         beats = GROUP // self.vec_lanes
         self._write("g_w", addr * beats, self._lines(gq, self.vec_lanes, GAMMA_BITS), 1)
 
-    def cmd(self, op, a=0, b=0, dst=0, n=1, aux=0, count=0, abase=0, qout=0):
+    def cmd(self, op, a=0, b=0, dst=0, n=1, aux=0, count=0, abase=0, qout=0, next_at_done=False):
+        """next_at_done: the next command starts in the cycle `done` is seen (as the accelerator's sequencer may
+        start it), not a cycle later."""
         for k, v in (("op", OPS[op]), ("a", a), ("b", b), ("dst", dst), ("n", n), ("aux", aux), ("count", count),
                      ("abase", abase), ("qout", qout)):
             self.lines.append(f"poke {k} {v}")
-        self.lines += ["poke start 1", "step 1", "poke start 0", "wait done 100000", "step 1"]
+        self.lines += ["poke start 1", "step 1", "poke start 0", "wait done 100000"]
+        if not next_at_done:
+            self.lines.append("step 1")
 
     def read(self, addr, n):
         """A handle whose .value (int64 array) is filled by run()."""
