@@ -340,14 +340,16 @@ def plan(model, variant, context=None, lanes=None, macs_per_lane=None, multiplie
                     f"RAM in an {part.name} ({part.dp16kd} DP16KD); no lane count changes that. "
                     + SIM_HINT.format(m=c.name))
         return r
-    # "lut" (the default on a part): B-ROM lanes holding the base code format (the L-unit's, and the LM head's
-    # unless its codes are wider or signed, as a GGUF model's Q8_0 head) select broadcast multiples of each
-    # activation by code, so only their scale stages use MULT18X18D; the H-unit's 16-bit weights always do
-    mul = multiplier or "lut"
+    # "dsp" first: each code times its activation on a MULT18X18D, no broadcast bus of multiples into the lanes
+    # and no choice among them (less logic and fewer wires to route); then "lut", where the multipliers run out:
+    # B-ROM lanes holding the base code format (the L-unit's, and the LM head's unless its codes are wider or
+    # signed, as a GGUF model's Q8_0 head) select broadcast multiples of each activation by code, so only their
+    # scale stages use MULT18X18D; the H-unit's 16-bit weights always do
+    muls = [multiplier] if multiplier else ["dsp", "lut"]
     # the widest lanes first (then vector unit), each at the longest context that fits: throughput before
     # context. Multipliers and logic do not shrink with the context, so once they are over the part no shorter
     # context helps that shape (block RAM does: the KV cache and the RoPE tables)
-    for n, vl in [(n, v) for n in lane_candidates(c, lanes) for v in FPGA_VEC_LANES]:
+    for n, vl, mul in [(n, v, m) for n in lane_candidates(c, lanes) for v in FPGA_VEC_LANES for m in muls]:
         for ctx in passing:
             try:
                 need, _ = measure(model, AccelConfig(lanes=n, macs_per_lane=macs, multiplier=mul, vec_lanes=vl,

@@ -134,21 +134,25 @@ def test_dsp_tiles():
 
 
 def test_fit_tiny_on_85f(tiny):
-    """Its bits fit the 85F up to context 256, its cells at 2 lanes and context 32: LUT-multiplier B-ROM lanes
-    and a 2-lane vector unit, the vector memory in block RAM (one write port), the SRAM lanes without a scale
-    stage and the B-ROM lanes' scale stage on one multiplier each. 4 lanes fit the block RAM but not the logic
-    budget that routes; 8 lanes need more block RAM than the part has at any context (their ROMs' and the
-    vector memory's shapes)."""
+    """Its bits fit the 85F up to context 256, its cells at 2 lanes and context 32: B-ROM lanes multiplying on
+    MULT18X18D (no broadcast multiples to route) and a 2-lane vector unit, the vector memory in block RAM (one
+    write port), the SRAM lanes without a scale stage and the B-ROM lanes' scale stage on one multiplier each.
+    4 lanes fit the block RAM but not the multipliers (dsp) nor the logic budget that routes (lut); 8 lanes need
+    more block RAM than the part has at any context (their ROMs' and the vector memory's shapes)."""
     r = plan(tiny, "85F")
     assert r.rom_bits == 1_422_336
     assert r.fits, r.reason
     n = r.chosen
-    assert (n.lanes, n.vec_lanes, n.multiplier, r.context) == (2, 2, "lut", 32)
+    assert (n.lanes, n.vec_lanes, n.multiplier, r.context) == (2, 2, "dsp", 32)
     assert n.dp16kd_total <= r.part_dp16kd and n.mult18_total <= r.part_mult18 and n.ram_ffs == 0
-    assert n.mult18["L-unit (B-ROM, MAC lanes)"] == 2 * 2   # LUT products; two tiles per lane's scale stage
+    assert n.mult18["L-unit (B-ROM, MAC lanes)"] == 2 * (8 + 2)    # a product per MAC; two tiles per scale stage
     assert n.mult18["H-unit (KV cache, LoRA)"] == 2 * 8     # a 16 x 16 product per MAC, no scale stage
     assert f"{n.dp16kd_total} of 208 DP16KD" in r.reason and "context 32" in r.reason
-    assert 50_000 < n.luts_total <= LUT_BUDGET * r.part_luts and n.logic_luts["vector unit"] == 2_000 + 2 * 10_000
+    assert 40_000 < n.luts_total <= LUT_BUDGET * r.part_luts and n.logic_luts["vector unit"] == 2_000 + 2 * 10_000
+    # with LUT multipliers asked for: the same lanes, 4 MULT18X18D in the L-unit
+    r = plan(tiny, "85F", multiplier="lut")
+    assert r.fits and (r.chosen.lanes, r.chosen.multiplier) == (2, "lut")
+    assert r.chosen.mult18["L-unit (B-ROM, MAC lanes)"] == 2 * 2
     # 4 lanes: block RAM and multipliers fit at context 32, but not the LUT4s that route (yosys mapped the deep
     # 4 x 8 design to 50,854 LUT4 + 6,234 CCU2C, 76% of the part; the short one was placed in 67,986
     # TRELLIS_COMB, 81%, and did not route); so no shorter context is tried
