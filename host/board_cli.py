@@ -15,6 +15,9 @@ def _board_args(p, model_default="tiny-260k"):
     p.add_argument("--model", default=model_default, help="model name or path")
     p.add_argument("--lanes", type=int, help="MAC lanes (default: the widest that fits)")
     p.add_argument("--macs", type=int, help="MACs per lane per cycle (default: 8 for tiny models)")
+    p.add_argument("--multiplier", choices=("dsp", "lut"),
+                   help="the B-ROM lanes' products: on MULT18X18D, or a code's choice among broadcast multiples of "
+                        "its activation in LUTs (default: dsp where the part's multipliers suffice, else lut)")
     p.add_argument("--context", type=int, help="KV cache positions (default: the longest that fits, at most 512)")
 
 
@@ -61,7 +64,8 @@ def cmd_fit(args):
     board = get_board(args.board)
     variant = board.variant(args.variant)
     model = _load_model(args.model)
-    r = plan(model, variant, context=args.context, lanes=args.lanes, macs_per_lane=args.macs)
+    r = plan(model, variant, context=args.context, lanes=args.lanes, macs_per_lane=args.macs,
+             multiplier=args.multiplier)
     if args.json:
         print(json.dumps(dict(r.to_json(), board=board.name, variant=variant), indent=1))
     else:
@@ -114,7 +118,8 @@ def _accel_config(args, board, variant, model):
     given. Refuses a configuration that does not fit unless --force."""
     from roma.boards.fit import FPGA_VEC_LANES, FPGA_PIPELINE, plan
     from roma.soc.config import AccelConfig, default_config
-    fit = plan(model, variant, context=args.context, lanes=args.lanes, macs_per_lane=args.macs)
+    fit = plan(model, variant, context=args.context, lanes=args.lanes, macs_per_lane=args.macs,
+               multiplier=args.multiplier)
     if not fit.fits and not args.force and not getattr(args, "synth_only", False):
         raise RomaError(f"{fit.reason}\n(`roma fit --board {board.name} --model {args.model}` shows the numbers; "
                         f"--force builds anyway, --synth-only synthesizes it, --bringup builds the board's SoC "
@@ -124,7 +129,8 @@ def _accel_config(args, board, variant, model):
         raise RomaError("no configuration fits: give --lanes (and --macs) with --force")
     if n is None:       # refused on bits alone: nothing was elaborated, take the smallest shapes
         return AccelConfig(lanes=args.lanes, macs_per_lane=args.macs or default_config(model.config).macs_per_lane,
-                           multiplier="lut", vec_lanes=FPGA_VEC_LANES[-1], pipeline=FPGA_PIPELINE), \
+                           multiplier=args.multiplier or "lut", vec_lanes=FPGA_VEC_LANES[-1],
+                           pipeline=FPGA_PIPELINE), \
             fit.context
     cfg = AccelConfig(lanes=args.lanes or n.lanes, macs_per_lane=args.macs or n.macs_per_lane,
                       multiplier=n.multiplier, vec_lanes=n.vec_lanes, pipeline=FPGA_PIPELINE)

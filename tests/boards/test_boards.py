@@ -179,6 +179,9 @@ def test_fit_cli(capsys):
     assert main(["fit", "--board", "colorlight-i9", "--model", "tiny-260k", "--json"]) == 1
     d = json.loads(capsys.readouterr().out)
     assert d["part"] == "LFE5U-45F" and d["fits"] is False and d["part_dp16kd"] == 108
+    assert main(["fit", "--board", "ulx3s", "--model", "tiny-260k", "--multiplier", "lut", "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert (d["chosen"]["lanes"], d["chosen"]["multiplier"]) == (2, "lut")
 
 
 def test_build_refuses_before_any_tool(capsys, monkeypatch):
