@@ -109,14 +109,15 @@ LUTS_LUT_UNIT = 4_000       # a LUT-multiplier unit's multiples of the broadcast
 LUTS_LANE = 1_450           # a lane's pipeline (beat sum, scale stage, shift, accumulate, round)
 LUTS_LUT_MAC = 115          # a LUT-multiplier MAC: its choice among the multiples
 LUTS_SRAM_LANE = 2_000      # an H-unit lane (16-bit products on MULT18X18D)
-# the share of a part's LUT4s a chosen configuration may take, so that it routes: nextpnr's router had not
-# converged on the 4 x 8 accelerator at 81% of an 85F after 15 minutes of router2 and 17 of router1 (README,
-# Boards), where the bring-up SoCs route in a minute
-LUT_BUDGET = 0.70
+# the share (percent) of a part's LUT4s a chosen configuration may take: a ceiling for routing, not a promise.
+# nextpnr's router had not converged on the 4 x 8 accelerator at 81% of an 85F after 15 minutes of router2 and 17
+# of router1, nor (its block RAM at 89%) on 2 x 8 shapes at 62% and 51% (README, Boards); the bring-up SoCs, at
+# under 10%, route in a minute
+LUT_BUDGET = 70
 
 
 def lut_budget(part):
-    return int(part.luts * LUT_BUDGET)
+    return part.luts * LUT_BUDGET // 100
 
 
 def unit_luts(unit):
@@ -298,8 +299,8 @@ def _shortfalls(dp16kd, mult18, ffs, luts, part, mult18_where=""):
     if ffs > part.ffs:
         short.append(f"{ffs:,} flip-flops for RAMs with two write ports, of {part.ffs:,}")
     if luts > lut_budget(part):
-        short.append(f"about {luts:,} LUT4s of logic, over {lut_budget(part):,} ({LUT_BUDGET:.0%} of the "
-                     f"{part.luts:,} of the part, the most that routes)")
+        short.append(f"about {luts:,} LUT4s of logic, over {lut_budget(part):,} ({LUT_BUDGET}% of the "
+                     f"{part.luts:,} of the part: more has not routed)")
     return short
 
 
@@ -367,7 +368,7 @@ def plan(model, variant, context=None, lanes=None, macs_per_lane=None, multiplie
                             f"context {ctx}: "
                             f"{need.dp16kd_total} of {part.dp16kd} DP16KD, {need.mult18_total} of {part.mult18} "
                             f"MULT18X18D, about {need.luts_total:,} of {part.luts:,} LUT4 "
-                            f"({need.luts_total / part.luts:.0%}; at most {LUT_BUDGET:.0%} routes)")
+                            f"({need.luts_total / part.luts:.0%}; the budget for routing: {LUT_BUDGET}%)")
                 return r
             if need.mult18_total > part.mult18 or need.ram_ffs > part.ffs \
                     or need.luts_total - need.rom_luts > lut_budget(part):

@@ -17,7 +17,8 @@ def _board_args(p, model_default="tiny-260k"):
     p.add_argument("--macs", type=int, help="MACs per lane per cycle (default: 8 for tiny models)")
     p.add_argument("--multiplier", choices=("dsp", "lut"),
                    help="the B-ROM lanes' products: on MULT18X18D, or a code's choice among broadcast multiples of "
-                        "its activation in LUTs (default: dsp where the part's multipliers suffice, else lut)")
+                        "its activation in LUTs (default: fit's choice; for each lane count and vector-unit width, "
+                        "widest first, dsp before lut)")
     p.add_argument("--context", type=int, help="KV cache positions (default: the longest that fits, at most 512)")
 
 

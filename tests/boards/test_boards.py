@@ -148,7 +148,7 @@ def test_fit_tiny_on_85f(tiny):
     assert n.mult18["L-unit (B-ROM, MAC lanes)"] == 2 * (8 + 2)    # a product per MAC; two tiles per scale stage
     assert n.mult18["H-unit (KV cache, LoRA)"] == 2 * 8     # a 16 x 16 product per MAC, no scale stage
     assert f"{n.dp16kd_total} of 208 DP16KD" in r.reason and "context 32" in r.reason
-    assert 40_000 < n.luts_total <= LUT_BUDGET * r.part_luts and n.logic_luts["vector unit"] == 2_000 + 2 * 10_000
+    assert 40_000 < n.luts_total <= LUT_BUDGET * r.part_luts // 100 and n.logic_luts["vector unit"] == 2_000 + 2 * 10_000
     # with LUT multipliers asked for: the same lanes, 4 MULT18X18D in the L-unit
     r = plan(tiny, "85F", multiplier="lut")
     assert r.fits and (r.chosen.lanes, r.chosen.multiplier) == (2, "lut")
@@ -157,7 +157,7 @@ def test_fit_tiny_on_85f(tiny):
     # 4 x 8 design to 50,854 LUT4 + 6,234 CCU2C, 76% of the part; the short one was placed in 67,986
     # TRELLIS_COMB, 81%, and did not route); so no shorter context is tried
     r = plan(tiny, "85F", lanes=4)
-    assert not r.fits and "LUT4s of logic, over 58,547 (70% of the 83,640" in r.reason
+    assert not r.fits and "LUT4s of logic, over 58,548 (70% of the 83,640" in r.reason
     # 8 lanes do not fit: said with the numbers (their first synthesis, with the earlier quantizer, needed 188%)
     r = plan(tiny, "85F", lanes=8)
     assert not r.fits and "DP16KD of 208" in r.reason and "8 lanes" in r.reason and "LUT4s of logic" in r.reason
