@@ -377,11 +377,16 @@ class VectorUnit(Module):
         def regs(shape, n=VW):
             return [Signal(shape) for _ in range(n)]
 
-        def stage(k, *stmts):
-            if k in S.registered:
-                self.sync += If(valid[S.cycle[k]], *stmts)
+        def step(registered, en, *stmts):
+            """Statements loaded into their registers while `en` if registered, else passed on within the cycle
+            (the Schedule's choice: the stages below, the tail's steps)."""
+            if registered:
+                self.sync += If(en, *stmts)
             else:
                 self.comb += stmts
+
+        def stage(k, *stmts):
+            step(k in S.registered, valid[S.cycle[k]], *stmts)
 
         def product(a, b, k, when):
             """a * b: pieces at stage k (while `when`), the product's expression for stage k + 1."""
@@ -583,12 +588,6 @@ class VectorUnit(Module):
         TQ = W + 16
         tail_op = Signal()                  # the op uses the tail
         self.comb += tail_op.eq(acts | (op == OPS["add"]))
-        def step(registered, en, *stmts):
-            """A tail step's statements: loaded while `en` if registered, else passed on within the cycle."""
-            if registered:
-                self.sync += If(en, *stmts)
-            else:
-                self.comb += stmts
         T2 = int(S.deep)                    # T2's cycle after the write
         # T1 (the write stage): the beat's values (shifted by V's exponents) and their magnitudes
         bq, babs = regs((TQ, True)), regs(TQ)
