@@ -32,6 +32,13 @@ from roma.host.errors import RomaError
 from .logic_paths import analyse
 
 FORMAT = 2          # 2: models are swapped into a routed design with placeholder ROMs
+# nextpnr-ecp5's placer and router for every build (part of the build key), chosen on the 85F accelerator
+# (2 x 8, deep; README, Boards): after HeAP's placement router2 stalled near 14k overused wires (51% of the LUT4s,
+# 89% of the DP16KD); after the static (electrostatic) placer's, which spreads logic to 70% density, it fell to
+# 142 (43% of the LUT4s) and then rose again, timing-driven; without timing-driven placement and routing it routed
+# (overuse 0 after 91 iterations, 467 s) at 33.8 MHz. router1 had 250k of 277k arcs left after 40 minutes on the
+# 4 x 8 one (81%)
+PNR_OPTIONS = ("--placer", "static", "--router", "router2", "--no-tmdriv")
 ROOT = Path(__file__).resolve().parent.parent
 HW_SOURCES = ["gateware", "soc", "boards/ecp5.py", "boards/__init__.py", "firmware", "host/golden", "host/export.py",
               "host/model.py", "host/protocol.py"]
@@ -183,7 +190,7 @@ def build_key(board, variant, model, cfg, context, sys_clk_freq, with_ethernet, 
     src = json.dumps({"format": FORMAT, "board": board.name, "board_src": tree_hash(_board_files(board)),
                       "variant": variant, "model": routed_hash(model, cfg) if model else None, "cfg": repr(cfg),
                       "context": context,
-                      "clk": sys_clk_freq, "ethernet": with_ethernet, "seed": seed,
+                      "clk": sys_clk_freq, "ethernet": with_ethernet, "seed": seed, "pnr": PNR_OPTIONS,
                       "sources": tree_hash(HW_SOURCES), "tools": tool_versions()}, sort_keys=True)
     return hashlib.sha256(src.encode()).hexdigest()[:24]
 
@@ -309,10 +316,7 @@ def build_routed(board, model, cfg, context, variant=None, sys_clk_freq=None, wi
         exe = argv[0]
         if exe == "nextpnr-ecp5":
             i = argv.index("--seed")
-            # router2: on the 85F accelerator (81% of the LUTs) router1 had 250k of 277k arcs left after 40
-            # minutes
-            argv = argv[:i] + argv[i + 2:] + ["--seed", str(seed), "--router", "router2",
-                                              "--report", "nextpnr_report.json"]
+            argv = argv[:i] + argv[i + 2:] + ["--seed", str(seed), *PNR_OPTIONS, "--report", "nextpnr_report.json"]
         times[exe] = run_step(steps[exe], [tool(exe)] + argv[1:], gw, gw / f"{exe}.log", progress)
         if exe == "yosys" and synth_only:
             return _synth_report(folder, name, board, variant, model, freq, times)

@@ -34,8 +34,8 @@ PDP_SHAPE = (512, 36)                                                      # PDP
 ROM_BITS_PER_LUT = 12      # a LUT4 holds 16 bits; the multiplexer tree over them costs about a third more
 SIM_HINT = "Run it on the simulator instead: roma generate --model {m} --target sim"
 # the vector unit's widths tried on a part, widest first (soc/config.py: each of its lanes needs about 20
-# MULT18X18D, so the simulator's 32 would take an 85F's 156 several times over)
-FPGA_VEC_LANES = (8, 4, 2)
+# MULT18X18D and 10,000 LUT4s, so the simulator's 32 would take an 85F's 156 several times over)
+FPGA_VEC_LANES = (8, 4, 2, 1)
 FPGA_PIPELINE = "deep"      # registers for a part's clock (soc/config.py; the simulator's is "short")
 
 
@@ -111,9 +111,11 @@ LUTS_LUT_MAC = 115          # a LUT-multiplier MAC: its choice among the multipl
 LUTS_SRAM_LANE = 2_000      # an H-unit lane (16-bit products on MULT18X18D)
 # the share (percent) of a part's LUT4s a chosen configuration may take: a ceiling for routing, not a promise.
 # nextpnr's router had not converged on the 4 x 8 accelerator at 81% of an 85F after 15 minutes of router2 and 17
-# of router1, nor (its block RAM at 89%) on 2 x 8 shapes at 62% and 51% (README, Boards); the bring-up SoCs, at
-# under 10%, route in a minute
-LUT_BUDGET = 70
+# of router1, nor (its block RAM at 89%) on 2 x 8 shapes at 62% and 51% after HeAP placement (near 14k overused
+# wires); with bitstream.PNR_OPTIONS (static placement, no timing-driven passes) the 2 x 8 shape with a 1-lane
+# vector unit (43%) routed, where router2 had stalled at 450 overused wires on the one with a 2-lane unit (51%,
+# timing-driven) (README, Boards); the bring-up SoCs, at under 10%, route in a minute
+LUT_BUDGET = 45
 
 
 def lut_budget(part):

@@ -12,9 +12,9 @@ from roma.host.golden.numerics import GROUP, VEC_BITS
 from roma.soc.config import AccelConfig
 
 CFG = AccelConfig(lanes=4, macs_per_lane=8)
-# (vec_lanes, pipeline): the simulator's shape (full width, short pipeline) and the narrowest FPGA one (16
-# beats per word, every stage a register)
-SHAPES = ((32, "short"), (2, "deep"))
+# (vec_lanes, pipeline): the simulator's shape (full width, short pipeline) and two FPGA ones (16 and 32 beats per
+# word, every stage a register): roma fit's choices for the 85F
+SHAPES = ((32, "short"), (2, "deep"), (1, "deep"))
 
 
 class VectorBench:
