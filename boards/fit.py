@@ -113,13 +113,21 @@ LUTS_SRAM_LANE = 2_000      # an H-unit lane (16-bit products on MULT18X18D)
 # nextpnr's router had not converged on the 4 x 8 accelerator at 81% of an 85F after 15 minutes of router2 and 17
 # of router1, nor (its block RAM at 89%) on 2 x 8 shapes at 62% and 51% after HeAP placement (near 14k overused
 # wires); with bitstream.PNR_OPTIONS (static placement, no timing-driven passes) the 2 x 8 shape with a 1-lane
-# vector unit (43%) routed, where router2 had stalled at 450 overused wires on the one with a 2-lane unit (51%,
+# vector unit (44%) routed, where router2 had stalled at 450 overused wires on the one with a 2-lane unit (51%,
 # timing-driven) (README, Boards); the bring-up SoCs, at under 10%, route in a minute
 LUT_BUDGET = 45
+# the same for block RAM (percent of the part's DP16KD, by this estimate, which ran 12 over what nextpnr packed for
+# tiny-260k on the 85F): at context 32, 194 estimated (182 packed, 88%) routed; at context 64, 205 estimated (193
+# packed, 93%) left router2 near 5,000 overused wires after 13 iterations, where context 32 had had 1,500 by 12
+BRAM_BUDGET = 95
 
 
 def lut_budget(part):
     return part.luts * LUT_BUDGET // 100
+
+
+def bram_budget(part):
+    return part.dp16kd * BRAM_BUDGET // 100
 
 
 def unit_luts(unit):
@@ -296,20 +304,23 @@ def _shortfalls(dp16kd, mult18, ffs, luts, part, mult18_where=""):
     short = []
     if dp16kd > part.dp16kd:
         short.append(f"{dp16kd} DP16KD of {part.dp16kd}")
+    elif dp16kd > bram_budget(part):
+        short.append(f"{dp16kd} DP16KD, over {bram_budget(part)} ({BRAM_BUDGET}% of the part's {part.dp16kd}: "
+                     f"more has not routed)")
     if mult18 > part.mult18:
         short.append(f"{mult18:,} MULT18X18D of {part.mult18}{mult18_where}")
     if ffs > part.ffs:
         short.append(f"{ffs:,} flip-flops for RAMs with two write ports, of {part.ffs:,}")
     if luts > lut_budget(part):
         short.append(f"about {luts:,} LUT4s of logic, over {lut_budget(part):,} ({LUT_BUDGET}% of the "
-                     f"{part.luts:,} of the part: more has not routed)")
+                     f"{part.luts:,} of the part; the most that has routed packed into 44%)")
     return short
 
 
 def plan(model, variant, context=None, lanes=None, macs_per_lane=None, multiplier=None):
     """The fit of `model` on an ECP5 part ("25F", "45F", "85F"): the widest lane count (then vector unit) whose
-    block RAMs and multipliers fit, and whose logic stays within LUT_BUDGET of the part; or the reason none
-    does."""
+    multipliers fit, and whose block RAMs and logic stay within BRAM_BUDGET and LUT_BUDGET of the part; or the
+    reason none does."""
     from roma.gateware.accel_build import sram_bits
     from roma.gateware.program import Geometry
     from roma.host.report import rom_bits
@@ -363,8 +374,8 @@ def plan(model, variant, context=None, lanes=None, macs_per_lane=None, multiplie
                 continue
             need.context = ctx
             r.tried.append(need)
-            if need.dp16kd_total <= part.dp16kd and need.mult18_total <= part.mult18 and need.ram_ffs <= part.ffs \
-                    and need.luts_total <= lut_budget(part):
+            if need.dp16kd_total <= bram_budget(part) and need.mult18_total <= part.mult18 \
+                    and need.ram_ffs <= part.ffs and need.luts_total <= lut_budget(part):
                 r.fits, r.chosen, r.context, r.kv_bits = True, need, ctx, kv_bits(ctx)
                 r.reason = (f"fits with {n} lanes x {macs} MACs ({mul} multipliers), a {vl}-lane vector unit and "
                             f"context {ctx}: "

@@ -66,7 +66,7 @@ def test_layer0_with_gated_clocks_same_result_and_cycles(setup):
 
 
 def test_layer0_in_the_fpga_shape():
-    """The FPGA shape: LUT multipliers in the B-ROM lanes, and a 2-lane deep vector unit (16 beats per VM word)
+    """An FPGA shape: LUT multipliers in the B-ROM lanes, and a 2-lane deep vector unit (16 beats per VM word)
     chained with the GEMVs (reads held mid-word for rows not yet written, activations handed on word by word):
     the same layer, bit for bit."""
     model = tiny_model("tiny-260k")

@@ -13,7 +13,7 @@ from roma.soc.config import AccelConfig
 
 CFG = AccelConfig(lanes=4, macs_per_lane=8)
 # (vec_lanes, pipeline): the simulator's shape (full width, short pipeline) and two FPGA ones (16 and 32 beats per
-# word, every stage a register): roma fit's choices for the 85F
+# word, every stage a register): the 2-lane unit roma fit chose for the 85F before, the 1-lane one it chooses now
 SHAPES = ((32, "short"), (2, "deep"), (1, "deep"))
 
 
