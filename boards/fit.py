@@ -112,7 +112,7 @@ LUTS_SRAM_LANE = 2_000      # an H-unit lane (16-bit products on MULT18X18D)
 # the share (percent) of a part's LUT4s a chosen configuration may take: a ceiling for routing, not a promise.
 # nextpnr's router had not converged on the 4 x 8 accelerator at 81% of an 85F after 15 minutes of router2 and 17
 # of router1, nor (its block RAM at 89%) on 2 x 8 shapes at 62% and 51% after HeAP placement (near 14k overused
-# wires); with bitstream.PNR_OPTIONS (static placement, no timing-driven passes) the 2 x 8 shape with a 1-lane
+# wires); with bitstream.ACCEL_PNR_OPTIONS (static placement, no timing-driven passes) the 2 x 8 shape with a 1-lane
 # vector unit (44%) routed, where router2 had stalled at 450 overused wires on the one with a 2-lane unit (51%,
 # timing-driven) (README, Boards); the bring-up SoCs, at under 10%, route in a minute
 LUT_BUDGET = 45
@@ -295,7 +295,7 @@ def measure(model, cfg, context):
 
 def _fixed_over(need, part):
     f = need.fixed
-    return f["dp16kd"] > part.dp16kd or f["mult18"] > part.mult18 or f["ffs"] > part.ffs \
+    return f["dp16kd"] > bram_budget(part) or f["mult18"] > part.mult18 or f["ffs"] > part.ffs \
         or f["luts"] > lut_budget(part)
 
 
@@ -379,7 +379,8 @@ def plan(model, variant, context=None, lanes=None, macs_per_lane=None, multiplie
                 r.fits, r.chosen, r.context, r.kv_bits = True, need, ctx, kv_bits(ctx)
                 r.reason = (f"fits with {n} lanes x {macs} MACs ({mul} multipliers), a {vl}-lane vector unit and "
                             f"context {ctx}: "
-                            f"{need.dp16kd_total} of {part.dp16kd} DP16KD, {need.mult18_total} of {part.mult18} "
+                            f"{need.dp16kd_total} of {part.dp16kd} DP16KD (the budget: {bram_budget(part)}), "
+                            f"{need.mult18_total} of {part.mult18} "
                             f"MULT18X18D, about {need.luts_total:,} of {part.luts:,} LUT4 "
                             f"({need.luts_total / part.luts:.0%}; the budget for routing: {LUT_BUDGET}%)")
                 return r
@@ -387,8 +388,10 @@ def plan(model, variant, context=None, lanes=None, macs_per_lane=None, multiplie
                     or need.luts_total - need.rom_luts > lut_budget(part):
                 break
     all_fixed_over = bool(r.tried) and all(_fixed_over(t, part) for t in r.tried)
-    best = min(r.tried, key=lambda t: t.dp16kd_total / part.dp16kd + t.mult18_total / part.mult18
-               + t.luts_total / part.luts) if r.tried else None
+    def closeness(t):   # fewest limits or budgets exceeded, then the least used
+        over = _shortfalls(t.dp16kd_total, t.mult18_total, t.ram_ffs, t.luts_total, part)
+        return len(over), t.dp16kd_total / part.dp16kd + t.mult18_total / part.mult18 + t.luts_total / part.luts
+    best = min(r.tried, key=closeness) if r.tried else None
     r.chosen = best
     if best is not None:
         r.context, r.kv_bits = best.context, kv_bits(best.context)     # the report's figures are of that try

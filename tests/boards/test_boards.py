@@ -138,7 +138,7 @@ def test_fit_tiny_on_85f(tiny):
     budget: it did not route): B-ROM lanes multiplying on MULT18X18D (no broadcast multiples to route) and a
     1-lane vector unit (a 2-lane one is over the logic budget: it did not route timing-driven), the vector
     memory in block RAM (one write port), the SRAM lanes without a scale stage and the B-ROM lanes' scale stage
-    on one multiplier each. 4 lanes fit the block RAM but not the
+    on one multiplier each. 4 lanes fit the part's block RAM but not the
     multipliers (dsp) nor the logic budget (lut); 8 lanes need more block RAM than the part has at any context
     (their ROMs' and the vector memory's shapes)."""
     r = plan(tiny, "85F")
@@ -149,10 +149,15 @@ def test_fit_tiny_on_85f(tiny):
     assert n.dp16kd_total <= r.part_dp16kd and n.mult18_total <= r.part_mult18 and n.ram_ffs == 0
     assert n.mult18["L-unit (B-ROM, MAC lanes)"] == 2 * (8 + 2)    # a product per MAC; two tiles per scale stage
     assert n.mult18["H-unit (KV cache, LoRA)"] == 2 * 8     # a 16 x 16 product per MAC, no scale stage
-    assert f"{n.dp16kd_total} of 208 DP16KD" in r.reason and "context 32" in r.reason
+    assert f"{n.dp16kd_total} of 208 DP16KD (the budget: 197)" in r.reason and "context 32" in r.reason
     # context 64: the same shape over the block RAM budget (its build left router2 near 5,000 overused wires)
-    at64 = [t for t in plan(tiny, "85F", context=64, lanes=2).tried if (t.vec_lanes, t.multiplier) == (1, "dsp")]
+    r64 = plan(tiny, "85F", context=64, lanes=2)
+    at64 = [t for t in r64.tried if (t.vec_lanes, t.multiplier) == (1, "dsp")]
     assert n.dp16kd_total <= BRAM_BUDGET * r.part_dp16kd // 100 < at64[0].dp16kd_total <= r.part_dp16kd
+    assert not r64.fits and "over 197 (95% of the part's 208" in r64.reason
+    # the closest shape (what --force builds) is the one over the fewest limits: that one, not LUT multipliers
+    # over both budgets
+    assert (r64.chosen.multiplier, r64.chosen.vec_lanes) == ("dsp", 1) and "LUT4s of logic" not in r64.reason
     assert 30_000 < n.luts_total <= LUT_BUDGET * r.part_luts // 100 and n.logic_luts["vector unit"] == 2_000 + 1 * 10_000
     # with LUT multipliers asked for: their multiples and choices take 2 lanes over the budget; one lane's scale
     # stage takes 2 MULT18X18D in the L-unit
