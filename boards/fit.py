@@ -295,8 +295,12 @@ def measure(model, cfg, context):
 
 def _fixed_over(need, part):
     f = need.fixed
-    return f["dp16kd"] > bram_budget(part) or f["mult18"] > part.mult18 or f["ffs"] > part.ffs \
-        or f["luts"] > lut_budget(part)
+    return bool(_shortfalls(f["dp16kd"], f["mult18"], f["ffs"], f["luts"], part))
+
+
+def _over(need, part):
+    """What the whole configuration exceeds (the part's limits, the routing budgets), in words; [] if it fits."""
+    return _shortfalls(need.dp16kd_total, need.mult18_total, need.ram_ffs, need.luts_total, part)
 
 
 def _shortfalls(dp16kd, mult18, ffs, luts, part, mult18_where=""):
@@ -374,8 +378,7 @@ def plan(model, variant, context=None, lanes=None, macs_per_lane=None, multiplie
                 continue
             need.context = ctx
             r.tried.append(need)
-            if need.dp16kd_total <= bram_budget(part) and need.mult18_total <= part.mult18 \
-                    and need.ram_ffs <= part.ffs and need.luts_total <= lut_budget(part):
+            if not _over(need, part):
                 r.fits, r.chosen, r.context, r.kv_bits = True, need, ctx, kv_bits(ctx)
                 r.reason = (f"fits with {n} lanes x {macs} MACs ({mul} multipliers), a {vl}-lane vector unit and "
                             f"context {ctx}: "
@@ -389,8 +392,8 @@ def plan(model, variant, context=None, lanes=None, macs_per_lane=None, multiplie
                 break
     all_fixed_over = bool(r.tried) and all(_fixed_over(t, part) for t in r.tried)
     def closeness(t):   # fewest limits or budgets exceeded, then the least used
-        over = _shortfalls(t.dp16kd_total, t.mult18_total, t.ram_ffs, t.luts_total, part)
-        return len(over), t.dp16kd_total / part.dp16kd + t.mult18_total / part.mult18 + t.luts_total / part.luts
+        return len(_over(t, part)), t.dp16kd_total / part.dp16kd + t.mult18_total / part.mult18 \
+            + t.luts_total / part.luts
     best = min(r.tried, key=closeness) if r.tried else None
     r.chosen = best
     if best is not None:

@@ -138,9 +138,9 @@ def test_fit_tiny_on_85f(tiny):
     budget: it did not route): B-ROM lanes multiplying on MULT18X18D (no broadcast multiples to route) and a
     1-lane vector unit (a 2-lane one is over the logic budget: it did not route timing-driven), the vector
     memory in block RAM (one write port), the SRAM lanes without a scale stage and the B-ROM lanes' scale stage
-    on one multiplier each. 4 lanes fit the part's block RAM but not the
-    multipliers (dsp) nor the logic budget (lut); 8 lanes need more block RAM than the part has at any context
-    (their ROMs' and the vector memory's shapes)."""
+    on one multiplier each. 4 lanes fit the part's block RAM but not the multipliers (dsp) nor the logic budget
+    (lut); 8 lanes need more block RAM than the part has at any context (their ROMs' and the vector memory's
+    shapes)."""
     r = plan(tiny, "85F")
     assert r.rom_bits == 1_422_336
     assert r.fits, r.reason
@@ -164,7 +164,7 @@ def test_fit_tiny_on_85f(tiny):
     r = plan(tiny, "85F", multiplier="lut")
     assert r.fits and (r.chosen.lanes, r.chosen.multiplier) == (1, "lut")
     assert r.chosen.mult18["L-unit (B-ROM, MAC lanes)"] == 1 * 2
-    # 4 lanes: block RAM and multipliers fit at context 32, but not the LUT4s that route (yosys mapped the deep
+    # 4 lanes: with LUT multipliers the multipliers fit, but not the LUT4s that route (yosys mapped the deep
     # 4 x 8 design to 50,854 LUT4 + 6,234 CCU2C, 76% of the part; the short one was placed in 67,986
     # TRELLIS_COMB, 81%, and did not route); so no shorter context is tried
     r = plan(tiny, "85F", lanes=4)
