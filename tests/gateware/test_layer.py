@@ -65,19 +65,25 @@ def test_layer0_with_gated_clocks_same_result_and_cycles(setup):
         assert counters == plain
 
 
-def test_layer0_in_the_fpga_shape():
-    """An FPGA shape: LUT multipliers in the B-ROM lanes, and a 2-lane deep vector unit (16 beats per VM word)
-    chained with the GEMVs (reads held mid-word for rows not yet written, activations handed on word by word):
-    the same layer, bit for bit."""
+# FPGA shapes: 8 lanes with LUT multipliers and a 2-lane vector unit (16 beats per VM word); and the one `roma fit`
+# builds on the 85F (tests/boards/test_boards.py holds that choice): 2 lanes with DSP multipliers and a 1-lane
+# vector unit (32 beats), the shape of the routed bitstream
+FPGA_SHAPES = [dict(lanes=8, vec_lanes=2, multiplier="lut"), dict(lanes=2, vec_lanes=1, multiplier="dsp")]
+
+
+@pytest.mark.parametrize("shape", FPGA_SHAPES, ids=lambda s: f"{s['lanes']}x8-{s['multiplier']}-vec{s['vec_lanes']}")
+def test_layer0_in_the_fpga_shape(shape):
+    """An FPGA shape, deep pipelines, its vector unit chained with the GEMVs (reads held mid-word for rows not
+    yet written, activations handed on word by word): the same layer, bit for bit."""
     model = tiny_model("tiny-260k")
-    cfg = AccelConfig(lanes=8, macs_per_lane=8, vec_lanes=2, multiplier="lut", pipeline=FPGA_PIPELINE)
+    cfg = AccelConfig(macs_per_lane=8, pipeline=FPGA_PIPELINE, **shape)
     acc = AcceleratorSim(model, cfg, context=CONTEXT)
     tokens = [1, 57, 300]
     xs, want = golden_layer0(model, tokens)
     got = acc.run_layers([(0, p, xs[p]) for p in range(len(tokens))])
     for p, ((x, counters), w) in enumerate(zip(got, want)):
         assert np.array_equal(x, w), f"position {p}: {np.nonzero(x != w)[0][:8]}"
-        print(f"pos {p}: {counters['cnt_cycles']} cycles with a 2-lane vector unit")
+        print(f"pos {p}: {counters['cnt_cycles']} cycles in the shape {shape}")
     c = got[0][1]
     assert c["cnt_v_hold"] > 0 and c["cnt_l_hold"] > 0      # chained both ways: V on a GEMV's rows, L on V's words
 
