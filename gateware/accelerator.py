@@ -275,32 +275,37 @@ class Accelerator(Module):
             f[name] = Signal(len(fw[name]))
             self.comb += f[name].eq(expr)
 
+        # A command issues in one cycle and its unit starts in the next, from registers: the start and the
+        # unit's copy of the fields. The issue decision (every unit's state, through `ready`) is the sequencer's
+        # longest path; it ends at those registers instead of running on into each unit's start logic. Until
+        # its unit is busy, a start counts as busy (the idle signals below).
         issue = Signal()
-        starts = {name: Signal() for name in UNITS}
+        issue_to = {name: Signal() for name in UNITS}      # the head command issues to this unit now
+        starts = {name: Signal() for name in UNITS}        # ... and the unit starts (the next cycle)
         for name, code in UNITS.items():
-            self.comb += starts[name].eq(issue & (f["unit"] == code))
+            self.comb += issue_to[name].eq(issue & (f["unit"] == code))
+            self.sync += starts[name].eq(issue_to[name])
 
-        def latch(start, names):
-            """A unit's copy of its command's fields: the issuing command's in its start cycle, then held."""
-            use, held = {}, {}
+        def latch(unit, names):
+            """A unit's copy of its command's fields, loaded as the command issues and held until the next."""
+            held = {}
             for n in names:
-                held[n], use[n] = Signal.like(f[n]), Signal.like(f[n])
-                self.sync += If(start, held[n].eq(f[n]))
-                self.comb += use[n].eq(Mux(start, f[n], held[n]))
-            return use, held
+                held[n] = Signal.like(f[n])
+                self.sync += If(issue_to[unit], held[n].eq(f[n]))
+            return held
 
         # vector unit
-        vu, vh = latch(starts["V"], ("op", "a", "b", "dst", "n", "aux", "count", "abase", "qout", "tgt", "dual",
-                                     "to_head", "pos", "kv_base", "ve_base"))
+        vh = latch("V", ("op", "a", "b", "dst", "n", "aux", "count", "abase", "qout", "tgt", "dual", "to_head",
+                         "pos", "kv_base", "ve_base"))
         self.comb += [
-            V.op.eq(vu["op"]), V.a.eq(vu["a"]), V.b.eq(vu["b"]), V.dst.eq(vu["dst"]), V.n.eq(vu["n"]),
-            V.aux.eq(vu["aux"]), V.count.eq(vu["count"]), V.abase.eq(vu["abase"]), V.qout.eq(vu["qout"]),
+            V.op.eq(vh["op"]), V.a.eq(vh["a"]), V.b.eq(vh["b"]), V.dst.eq(vh["dst"]), V.n.eq(vh["n"]),
+            V.aux.eq(vh["aux"]), V.count.eq(vh["count"]), V.abase.eq(vh["abase"]), V.qout.eq(vh["qout"]),
             V.start.eq(starts["V"]),
         ]
         # GEMV units
         gemvs = [(n, u) for n, u in (("L", L), ("H", H), ("D", D)) if u is not None]
         for name, u in gemvs:
-            gu, _ = latch(starts[name], ("word_base", "row_base", "rows", "groups", "stride", "abase"))
+            gu = latch(name, ("word_base", "row_base", "rows", "groups", "stride", "abase"))
             self.comb += [
                 u.word_base.eq(gu["word_base"]), u.row_base.eq(gu["row_base"]), u.rows.eq(gu["rows"]),
                 u.groups.eq(gu["groups"]), u.stride.eq(gu["stride"]), u.abase.eq(gu["abase"]),
@@ -337,9 +342,9 @@ class Accelerator(Module):
         gemv_idle, kv_idle, v_idle, all_idle = Signal(), Signal(), Signal(), Signal()
         gq_busy = Signal()              # GEMV rows still queued for the VM (below)
         self.comb += [
-            gemv_idle.eq(~reduce(or_, [u.busy for _, u in gemvs]) & ~gq_busy),
+            gemv_idle.eq(~reduce(or_, [u.busy | starts[n] for n, u in gemvs]) & ~gq_busy),
             kv_idle.eq(~KV.busy & ~kv_start),
-            v_idle.eq(~V.busy),
+            v_idle.eq(~V.busy & ~starts["V"]),
             all_idle.eq(gemv_idle & kv_idle & v_idle),
         ]
         is_v = f["unit"] == UNITS["V"]
@@ -386,9 +391,9 @@ class Accelerator(Module):
         src = [Signal((VEC_BITS, True)) for _ in range(lanes)]
         self.comb += [If(u.busy, src_valid.eq(u.out_valid), src_row.eq(u.out_row),
                          *[s.eq(o) for s, o in zip(src, u.out)]) for _, u in gemvs]
-        g_dst = Signal(16)              # the running GEMV's, latched at its start
-        g_start = Signal()
-        self.comb += g_start.eq(reduce(or_, [starts[n] for n, _ in gemvs]))
+        g_dst = Signal(16)              # the running GEMV's, latched as it issues
+        g_start = Signal()              # a GEMV issues (its fields are in f this cycle; it starts the next)
+        self.comb += g_start.eq(reduce(or_, [issue_to[n] for n, _ in gemvs]))
         slot_bits = max(1, bits_for(spl - 1))
         entry = Record([("adr", 16), ("slot", slot_bits), ("data", lanes * VEC_BITS)])
         self.comb += [
@@ -418,13 +423,17 @@ class Accelerator(Module):
         )
         # chaining: a vector op reading the running GEMV's output waits line by line, while a line holds elements
         # still to be written (elements [lo, hi): from dst * 32 + (row steps drained so far) * lanes to
-        # dst * 32 + rows * lanes; in registers, as the hold is on the vector unit's issue path)
-        lo, hi = Signal(24), Signal(24)
-        self.sync += If(g_start, lo.eq(f["dst"] << 5), hi.eq((f["dst"] << 5) + f["rows"] * lanes)) \
+        # dst * 32 + rows * lanes; in registers, as the hold is on the vector unit's issue path). Line l holds
+        # elements [l * LINE, (l + 1) * LINE): it is pending while l < ceil(hi / LINE) (hi_line) and
+        # l >= floor(lo / LINE) (lo's top bits): two comparisons of registers, no adder on the path
+        lo, hi_line = Signal(24), Signal(24)
+        lb = log2_exact(LINE)
+        self.sync += If(g_start, lo.eq(f["dst"] << 5),
+                        hi_line.eq(((f["dst"] << 5) + f["rows"] * lanes + LINE - 1) >> lb)) \
             .Elif(direct | pop, lo.eq(lo + lanes))
 
         def pending(line):
-            return ~gemv_idle & (line * LINE < hi) & (line * LINE + LINE > lo)
+            return ~gemv_idle & (line < hi_line) & (line >= lo[lb:])
         self.comb += V.hold.eq(pending(V.rd_a) | (V.uses_b & pending(V.rd_b))
                                | ((gq.level >= GQ_HOLD) & ~V.mid_pair))
 

@@ -161,7 +161,9 @@ class VectorUnit(Module):
         self.act_dat = Signal(GROUP * ACT_BITS + cfg.group_sum_bits + cfg.exp_bits)
         self.act_we = Signal()
         # results and state
-        self.e = Signal(8)
+        # (as narrow as its values: e <= bit length of a W + 16-bit max - NORM_IN_BITS, so x >> e, at the head of
+        # stage 1, has no more shifter levels than it needs)
+        self.e = Signal(max=W + 16 - F.NORM_IN_BITS + 1)
         self.R = Signal(48)
         self.sh = Signal((8, True))
         self.smax = Signal((W, True))
@@ -235,20 +237,35 @@ class VectorUnit(Module):
         issuing = Signal()
         op = Signal(4)
         qout, abase = Signal(), Signal(ABASE_BITS)
-        rope = Signal()
-        self.comb += rope.eq(op == OPS["rope"])
-        last_beat = Signal()            # the last beat of a VM word (of a head for ROPE)
         starting = Signal()             # a command accepted this cycle
-        self.comb += last_beat.eq(t == Mux(rope, HB - 1, BEATS - 1)), starting.eq(self.start & ~self.busy)
+        self.comb += starting.eq(self.start & ~self.busy)
+        op_flags = {}
+
+        def is_cmd(*names):
+            """The command's op (self.op, while it is offered) is one of `names`."""
+            return reduce(or_, [self.op == OPS[n] for n in names])
+
+        def is_op(*names):
+            """A register: the op is one of `names`, decoded from the command as `op` loads (a decode of `op`
+            would sit at the head of the hold, chaining and tail paths, which are an FPGA clock's longest)."""
+            key = frozenset(names)
+            if key not in op_flags:
+                op_flags[key] = flag = Signal(name="op_" + "_".join(sorted(names)))
+                self.sync += If(starting, flag.eq(is_cmd(*names)))
+            return op_flags[key]
+        rope = is_op("rope")
+        last_beat = Signal()            # the last beat of a VM word (of a head for ROPE)
+        self.comb += last_beat.eq(t == Mux(rope, HB - 1, BEATS - 1))
+        n_last = Signal(16)             # the last word's index (a register: the issue's enable compares with it)
         self.sync += [
             If(starting,
-                issuing.eq(self.n != 0), i.eq(0), t.eq(0), op.eq(self.op), self.busy.eq(1),
+                issuing.eq(self.n != 0), i.eq(0), t.eq(0), op.eq(self.op), self.busy.eq(1), n_last.eq(self.n - 1),
                 qout.eq(self.qout), abase.eq(self.abase),
             ).Elif(issuing & ~self.hold,
                 t.eq(Mux(last_beat, 0, t + 1)),
                 If(last_beat,
                     i.eq(i + 1),
-                    If(i == self.n - 1, issuing.eq(0)),
+                    If(i == n_last, issuing.eq(0)),
                 ),
             )
         ]
@@ -277,7 +294,7 @@ class VectorUnit(Module):
             rb.adr.eq(Mux(self.busy, self.rd_b, self.vm_r.adr)),
             aux_beat.eq(((self.aux + i) << beats_log) + t), gp.adr.eq(aux_beat), vep.adr.eq(aux_beat),
             self.rd_a.eq(ra.adr),
-            self.uses_b.eq((op == OPS["add"]) | (op == OPS["silu"]) | rope),
+            self.uses_b.eq(is_op("add", "silu", "rope")),
         ]
         # pipeline bookkeeping, by cycles after the issue: valid, word (head) index, beat, last beat of a word
         valid = [issuing & ~self.hold] + [Signal() for _ in range(S.latency)]
@@ -394,12 +411,8 @@ class VectorUnit(Module):
             self.submodules += p
             return p.value
 
-        def is_op(*names):
-            return reduce(or_, [op == OPS[n] for n in names])
-        m1_op = Signal()            # the ops whose stage-3 value is the shared product
-        sm, silu_op, norm_op, exp_op = Signal(), Signal(), Signal(), Signal()
-        self.comb += m1_op.eq(is_op("norm", "rms_ss", "sm_norm") | rope), sm.eq(is_op("sm_max", "sm_exp")), \
-            silu_op.eq(op == OPS["silu"]), norm_op.eq(op == OPS["norm"]), exp_op.eq(op == OPS["sm_exp"])
+        m1_op = is_op("norm", "rms_ss", "sm_norm", "rope")      # the ops whose stage-3 value is the shared product
+        sm, silu_op, norm_op, exp_op = is_op("sm_max", "sm_exp"), is_op("silu"), is_op("norm"), is_op("sm_exp")
         # what passes from stage to stage unchanged: the in-count mask, ROPE's sign, V's exponent + VEC_FRAC
         mask = [inmask] + [regs(1) for _ in range(STAGES - 1)]
         negs = [neg] + [regs(1) for _ in range(3)]
@@ -444,19 +457,23 @@ class VectorUnit(Module):
             p1b.append(product(rb1[k], sn1[k], 2, rope))                # ROPE's second product
             pscale.append(product(x1[k], scale_q, 2, sm))               # SM_*: the scaled score
             self.comb += sig.adr[k].eq(clamp((gc1[k] >> sshift) - slo, 0, len(F.SIG_TABLE) - 2))
-            stage(2, val2[k].eq(Mux(op == OPS["add"], x1[k] + y1[k], x1[k])),
+            stage(2, val2[k].eq(Mux(is_op("add"), x1[k] + y1[k], x1[k])),
                   gc2[k].eq(gc1[k]), uc2[k].eq(uc1[k]), g2[k].eq(g1[k]), tidx2[k].eq(gc1[k] >> sshift))
-        stage(2, If(op == OPS["rms_max"], amax2.eq(tree(max_, [abs_(v) for v in x1]))))
+        stage(2, If(is_op("rms_max"), amax2.eq(tree(max_, [abs_(v) for v in x1]))))
 
         # stage 3: the products (NORM's and SM_NORM's with their rounding half for stage 4's shift: rhalf, fixed
         # for an op); SILU's table entries ------------------------------------------------------------------------
-        norm_shift, nhalf = Signal(8), Signal(W)
-        smn_shift, shalf = Signal(8), Signal(W + 8)
+        # (one shift for both, NORM's or SM_NORM's by the op: a barrel shifter of the 77-bit product is among
+        # the unit's largest and most wired blocks; NORM's rounding half in W bits, SM_NORM's in W + 8)
+        m_shift, m_half = Signal(8), Signal(W + 8)
         rhalf = Signal(W + 8)
-        self.sync += norm_shift.eq(F.RSQRT_FRAC - VEC_FRAC + (self.sh >> 1)), \
-            smn_shift.eq(F.RECIP_FRAC + self.shz - F.PROB_FRAC), \
-            rhalf.eq(Mux(norm_op, nhalf, Mux(op == OPS["sm_norm"], shalf, 0)))
-        self.comb += nhalf.eq((1 << norm_shift) >> 1), shalf.eq((1 << smn_shift) >> 1)
+        self.sync += m_shift.eq(Mux(norm_op, F.RSQRT_FRAC - VEC_FRAC + (self.sh >> 1),
+                                    F.RECIP_FRAC + self.shz - F.PROB_FRAC)), \
+            rhalf.eq(Mux(norm_op, m_half[:W], Mux(is_op("sm_norm"), m_half, 0)))
+        self.comb += m_half.eq((1 << m_shift) >> 1)
+        # (rhalf is in three cycles after a command's start: its op flag, m_shift, rhalf; a beat's stage 3 reads it
+        # no sooner: issue at start + 1, stage 3 at least two cycles after its issue)
+        assert S.cycle[3] >= 2
         val3 = regs((A1 + B1 + 1, True))
         rb3 = regs((ROPE_BITS + TRIG_BITS, True))
         gc3, uc3, g3 = regs((SILU_BITS, True)), regs((SILU_BITS, True)), regs((GAMMA_BITS, True))
@@ -481,14 +498,15 @@ class VectorUnit(Module):
         for k in range(VW):
             negd = Signal((W + 2, True))
             rot = Signal((len(rb3[k]) + 1, True))
+            msh = Signal.like(val3[k])          # val3 >> m_shift: NORM's y4, SM_NORM's val4
             self.comb += negd.eq(self.smax - val3[k]), \
-                rot.eq(Mux(negs[3][k], val3[k] - rb3[k], val3[k] + rb3[k]))
+                rot.eq(Mux(negs[3][k], val3[k] - rb3[k], val3[k] + rb3[k])), msh.eq(val3[k] >> m_shift)
             stage(4, Case(op, {
-                    OPS["sm_norm"]: val4[k].eq(val3[k] >> smn_shift),
+                    OPS["sm_norm"]: val4[k].eq(msh),
                     OPS["rope"]: val4[k].eq(rshift_round(rot, F.ROPE_FRAC)),
                     "default": val4[k].eq(val3[k]),
                   }),
-                  y4[k].eq(val3[k] >> norm_shift), d4[k].eq(clamp(negd, 0, F.EXP_IN_MAX)),
+                  y4[k].eq(msh), d4[k].eq(clamp(negd, 0, F.EXP_IN_MAX)),
                   slope4[k].eq(dt3[k] * fr3[k]),
                   gc4[k].eq(gc3[k]), uc4[k].eq(uc3[k]), g4[k].eq(g3[k]), t04[k].eq(t03[k]),
                   tin4[k].eq(tin3[k]), tlo4[k].eq(tlo3[k]))
@@ -580,26 +598,25 @@ class VectorUnit(Module):
             self.sync += tv[j + 1].eq(tv[j] & ~starting), tbt[j + 1].eq(tbt[j]), twl[j + 1].eq(twl[j]), \
                 tidx[j + 1].eq(tidx[j])
         r3cat = Cat(*r3)
-        avmode = Signal()
-        self.comb += avmode.eq((op == OPS["avec"]) | (op == OPS["sm_norm"]))
-        acts = Signal()
-        self.comb += acts.eq((op == OPS["quant"]) | (op == OPS["avec"]) |
-                             (qout & ((op == OPS["norm"]) | (op == OPS["silu"]) | (op == OPS["sm_norm"]))))
+        avmode = is_op("avec", "sm_norm")
+        # (registers beside op, as is_op's: the GEMVs' chaining waits on acts)
+        acts, tail_op = Signal(), Signal()  # the op writes activations; it uses the tail (those, and ADD)
+        acts_cmd = Signal()
+        self.comb += acts_cmd.eq(is_cmd("quant", "avec") | (self.qout & is_cmd("norm", "silu", "sm_norm")))
+        self.sync += If(starting, acts.eq(acts_cmd), tail_op.eq(acts_cmd | is_cmd("add")))
         TQ = W + 16
-        tail_op = Signal()                  # the op uses the tail
-        self.comb += tail_op.eq(acts | (op == OPS["add"]))
         T2 = int(S.deep)                    # T2's cycle after the write
         # T1 (the write stage): the beat's values (shifted by V's exponents) and their magnitudes
         bq, babs = regs((TQ, True)), regs(TQ)
         for k in range(VW):
             sv_ = Signal((TQ, True))
-            self.comb += If(wv & tail_op, sv_.eq(Mux(avmode, r3[k] << vxw[k], r3[k])))
+            self.comb += sv_.eq(Mux(avmode, r3[k] << vxw[k], r3[k]))
             step(S.deep, wv & tail_op, bq[k].eq(sv_), babs[k].eq(abs_(sv_)))
         # T2: collect, running max over the word's beats
         t2 = Signal()
         self.comb += t2.eq(tv[T2] & tail_op)
         bmax, wmax, run = Signal(TQ), Signal(TQ), Signal(TQ)
-        self.comb += If(t2, bmax.eq(tree(max_, babs)))
+        self.comb += bmax.eq(tree(max_, babs))         # (taken only while t2)
         self.comb += wmax.eq(Mux(tbt[T2] == 0, bmax, max_(run, bmax)))
         col = Signal(BEATS * VW * TQ)
         bcat = Cat(*bq)
@@ -661,8 +678,7 @@ class VectorUnit(Module):
         self.comb += self.tail_busy.eq(quantizing | qv1 | qv2 | act_pulse | wready | tv[1] | tv[2])
 
         # write back: each beat into its line's slots as it leaves r3 (ROPE's in place, in its head) -----------
-        writes = (op == OPS["add"]) | (op == OPS["norm"]) | (op == OPS["silu"]) | (op == OPS["sm_exp"]) | \
-                 (op == OPS["sm_norm"]) | rope
+        writes = is_op("add", "norm", "silu", "sm_exp", "sm_norm", "rope")
         own_we = Signal()
         self.comb += own_we.eq(wv & writes), self.vm_w_ready.eq(~own_we)
         w_word = Mux(rope, self.a + (widx << (wpr - 1)), self.dst + widx)
@@ -692,7 +708,7 @@ class VectorUnit(Module):
         wbest = Signal((W + 1, True))
         wbest_i = Signal(16)
         max4 = Signal()
-        self.comb += max4.eq(valid[S.after(3)] & ((op == OPS["sm_max"]) | (op == OPS["argmax"])))
+        self.comb += max4.eq(valid[S.after(3)] & is_op("sm_max", "argmax"))
         cands = []
         for k in range(VW):
             sv = Signal((W + 1, True))                 # a signed view of the stage-3 value
@@ -716,15 +732,15 @@ class VectorUnit(Module):
             If(starting,
                 amax.eq(0), ss.eq(0), z.eq(0), first.eq(1),
             ).Else(
-                If(valid[S.after(2)] & (op == OPS["rms_max"]), amax.eq(max_(amax, amax2))),
-                If(valid[S.after(3)] & (op == OPS["rms_ss"]),
+                If(valid[S.after(2)] & is_op("rms_max"), amax.eq(max_(amax, amax2))),
+                If(valid[S.after(3)] & is_op("rms_ss"),
                    ss.eq(ss + tree(lambda p, q: p + q, [val3[k][:2 * XS_BITS] for k in range(VW)]))),
-                If(valid[S.after(3) + 1] & ((op == OPS["sm_max"]) | (op == OPS["argmax"])),
+                If(valid[S.after(3) + 1] & is_op("sm_max", "argmax"),
                     first.eq(0),
                     If(first | (r4best > best), best.eq(r4best), best_i.eq(r4best_i))),
                 If(valid[S.after(9)] & exp_op, z.eq(z + word_z)),
                 # ADD's outputs leave the tail's max (t1max) the cycle after T2
-                If(tv[T2 + 1] & twl[T2 + 1] & (op == OPS["add"]), amax.eq(max_(amax, t1max))),
+                If(tv[T2 + 1] & twl[T2 + 1] & is_op("add"), amax.eq(max_(amax, t1max))),
             ),
         ]
         self.comb += self.smax.eq(best), self.argmax.eq(best_i)
@@ -751,8 +767,7 @@ class VectorUnit(Module):
         drain = Signal(max=S.latency + S.tail_drain + BEATS + 1)
         base = Signal(max=S.latency)        # the op's drain (Schedule.drain) before the tail's
         self.comb += Case(op, {OPS[n]: base.eq(S.drain(n)) for n in OPS})
-        rsq_op = Signal()
-        self.comb += rsq_op.eq(op == OPS["rms_ss"])
+        rsq_op = is_op("rms_ss")
         steps = {
             0: [vsum.eq(((ss * self.dim_recip) >> F.MEAN_FRAC) + (eps_q >> (self.e << 1)))],
             1: [v.eq(Mux(rsq_op, Mux(vsum == 0, 1, vsum), z)), even.eq(rsq_op)],
@@ -781,9 +796,9 @@ class VectorUnit(Module):
             If(starting, drain.eq(0), fin.eq(0)),
             If(self.busy & ~issuing & ~starting,
                 If(drain < Mux(acts, base + S.tail_drain + BEATS - 1,
-                               Mux(op == OPS["add"], base + S.add_drain, base)),
+                               Mux(is_op("add"), base + S.add_drain, base)),
                    drain.eq(drain + 1)).Else(
-                    If((op == OPS["rms_max"]) | (op == OPS["add"]),
+                    If(is_op("rms_max", "add"),
                         self.e.eq(Mux(bl > F.NORM_IN_BITS, bl - F.NORM_IN_BITS, 0)),
                         self.busy.eq(0), self.done.eq(1),
                     ).Elif(rsq_op | exp_op,

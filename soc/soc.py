@@ -28,3 +28,10 @@ class RomaSoC(SoCCore):
                          integrated_rom_init=rom_init or [0], integrated_sram_size=SRAM_SIZE,
                          uart_name=uart_name, timer_uptime=True, with_ctrl=True)
         self.roma = RomaAccel(accel_build.dut, cfg)
+
+    def add_csr_bridge(self, name="csr", origin=None, register=False):
+        """LiteX's CSR bridge, registered: the CSR bus's address and strobes come from registers rather than from
+        the CPU's bus through the interconnect (unregistered, that path into every CSR's write enable and the
+        CSR read mux was the SoC's longest at 50 MHz), for one more cycle a CSR access. (LiteX registers it only
+        for SoCs with SDRAM; `register` is overruled.)"""
+        super().add_csr_bridge(name=name, origin=origin, register=True)
